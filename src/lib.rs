@@ -1,0 +1,111 @@
+//! # segpool
+//!
+//! A pool of fixed-size shared-memory segments that moves large payloads
+//! (decoded images, tensors, byte blobs) from producer processes to a
+//! consumer process without copying them on the read side, nor, with the
+//! loan API ([`UnitWriter::reserve`]), on the write side.
+//!
+//! It is the Rust counterpart of SPDL's `SharedMemorySegmentPool`, with the
+//! same names (`begin_unit`, `write_binary`, `commit_unit`, `published`,
+//! `reclaimed`, `shutdown_arena`, ...) on a different mechanism:
+//! - any free segment is claimed from an **atomic bitmap**, and a segment is
+//!   reclaimed the moment its last view drops, out of order: one held unit
+//!   never stalls the others;
+//! - producers and consumers block on **futex words** in the shared control
+//!   page, with waiter counts so the fast path makes no syscall;
+//! - a **publish ring** in the control page carries tickets in order: the
+//!   pool is the whole transport, no side channel;
+//! - any number of writers, in any processes;
+//! - memory is one **sealed memfd** by default: nothing to leak in
+//!   `/dev/shm`, no SIGBUS from a peer that truncates it.
+//!
+//! Linux only (memfd, futex, `/proc/self/fd`).
+//!
+//! ```
+//! use segpool::SegmentPool;
+//! use std::time::Duration;
+//!
+//! let pool = SegmentPool::builder(1 << 20, 8)
+//!     .acquire_timeout(Duration::from_secs(5))
+//!     .build()?;
+//! let writer = pool.open_writer();
+//! let reader = pool.open_reader();
+//!
+//! std::thread::scope(|s| {
+//!     s.spawn(|| {
+//!         for i in 0..100u32 {
+//!             let mut unit = writer.begin_unit()?;
+//!             unit.write_binary(&i.to_le_bytes())?;
+//!             unit.commit_unit()?;
+//!         }
+//!         Ok::<_, segpool::Error>(())
+//!     });
+//!     for i in 0..100u32 {
+//!         let unit = reader.recv()?;           // zero-copy view
+//!         assert_eq!(unit.read_binary(0, 4)?, i.to_le_bytes());
+//!     }                                        // dropped: segment reclaimed
+//!     Ok::<_, segpool::Error>(())
+//! })?;
+//! # Ok::<(), segpool::Error>(())
+//! ```
+//!
+//! # Trust boundary
+//! The other process may be buggy or hostile. Nothing read from shared
+//! memory (a segment index, a length, a ticket, a header field) is used
+//! before it is checked; a corrupt value gives [`Error::Corrupt`], never
+//! undefined behaviour, a panic or an out-of-bounds slice, and every retry
+//! loop is bounded. See [`Reader`] for what views promise about payload
+//! bytes.
+//!
+//! # Where things live
+//! `protocol` holds every state transition and wait; `bitmap` and `ring`
+//! are its two lock-free structures; `layout` is the control page; `sync`
+//! is the loom seam; `futex` makes the one syscall; `region` maps memory.
+#![cfg(target_os = "linux")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod bitmap;
+mod error;
+mod heap;
+mod layout;
+mod protocol;
+mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+mod futex;
+#[cfg(not(loom))]
+mod handle;
+#[cfg(not(loom))]
+mod pool;
+#[cfg(not(loom))]
+mod reader;
+#[cfg(not(loom))]
+mod region;
+#[cfg(not(loom))]
+mod writer;
+
+pub use error::{Error, Result};
+pub use layout::MAX_COUNT;
+pub use protocol::Stats;
+
+#[cfg(not(loom))]
+pub use futex::futex_calls;
+#[cfg(not(loom))]
+pub use handle::{ENV_VAR, PoolHandle};
+#[cfg(not(loom))]
+pub use pool::{DEFAULT_ACQUIRE_TIMEOUT, PoolBuilder, SegmentPool};
+#[cfg(not(loom))]
+pub use reader::{Reader, Unit};
+#[cfg(not(loom))]
+pub use writer::{Probe, UnitWriter, Writer};
+
+/// The protocol's internals, for the loom models, property tests and fuzz
+/// targets in this repository. Not a stable API: no semver promise.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bitmap::Bitmap;
+    pub use crate::heap::HeapControl;
+    pub use crate::layout::{Header, Ident, Layout, SegmentDesc};
+    pub use crate::protocol::{Control, Lease, Taken, Wait, waiters};
+}

@@ -1,0 +1,250 @@
+//! The consumer side: [`Reader`] and the zero-copy [`Unit`] it hands out.
+//!
+//! # What a view promises
+//! A [`Unit`]'s bytes are the segment's bytes, in place. The protocol keeps
+//! the segment out of every writer's reach while any view of it lives (it is
+//! HELD until the last clone drops), so correct peers never change bytes you
+//! are reading. A buggy or hostile peer with the same mapping can write them
+//! anyway: shared memory has no way to forbid that. What segpool guarantees
+//! even then is about *its own* behaviour: every index, offset and length it
+//! reads from shared memory is checked before use, so a hostile peer can
+//! garble payloads but cannot make segpool read out of bounds, panic or hang.
+//! Treat payloads from untrusted peers as untrusted input, as you would
+//! bytes from a socket.
+
+use crate::error::{Error, Result};
+use crate::protocol::{Taken, Wait};
+use crate::region::Region;
+use crate::writer::Probe;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A consumer endpoint: receives units in publish order.
+#[derive(Clone)]
+pub struct Reader {
+    region: Arc<Region>,
+    probe: Option<Probe>,
+    probe_every: Duration,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("probe", &self.probe.is_some())
+            .finish()
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(region: Arc<Region>) -> Self {
+        Reader {
+            region,
+            probe: None,
+            probe_every: Duration::from_millis(50),
+        }
+    }
+
+    /// Runs `probe` every `every` while `recv` is blocked; its error ends
+    /// the wait and is returned (to notice dead producers).
+    pub fn with_probe(mut self, every: Duration, probe: Probe) -> Self {
+        self.probe = Some(probe);
+        self.probe_every = every;
+        self
+    }
+
+    /// The next unit, waiting as long as it takes. [`Error::Shutdown`] once
+    /// the pool is shut down and every unit published before was received.
+    pub fn recv(&self) -> Result<Unit> {
+        self.wait(None)
+    }
+
+    /// The next unit, waiting at most `timeout` ([`Error::Timeout`] after).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Unit> {
+        self.wait(Some(timeout))
+    }
+
+    /// The next unit if one is published now: `Ok(None)` if not.
+    pub fn try_recv(&self) -> Result<Option<Unit>> {
+        Ok(self.region.control().try_take()?.map(|t| self.unit(t)))
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<Unit> {
+        let mut wait = Wait::timeout(timeout);
+        wait.probe = self.probe.as_deref().map(|p| p as &(dyn Fn() -> Result<()> + Sync));
+        wait.probe_every = self.probe_every;
+        let taken = self.region.control().take(&wait)?;
+        Ok(self.unit(taken))
+    }
+
+    fn unit(&self, taken: Taken) -> Unit {
+        Unit {
+            start: 0,
+            len: taken.len,
+            held: Arc::new(Held {
+                region: self.region.clone(),
+                taken,
+            }),
+        }
+    }
+
+    /// Iterates over units until shutdown (which ends the iteration) or
+    /// another error (which is yielded, then the iteration ends).
+    pub fn iter(&self) -> impl Iterator<Item = Result<Unit>> + '_ {
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            match self.recv() {
+                Ok(u) => Some(Ok(u)),
+                Err(Error::Shutdown) => None,
+                Err(e) => {
+                    done = true;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+}
+
+/// One taken segment; released when the last [`Unit`] over it drops.
+struct Held {
+    region: Arc<Region>,
+    taken: Taken,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.region.control().release(self.taken.seg, self.taken.epoch);
+    }
+}
+
+/// A received unit: a zero-copy view of the bytes a producer committed.
+///
+/// Cheap to clone (a reference count) and `Send + Sync`. The segment goes
+/// back to the pool when the last clone, and the last view derived from it
+/// by [`view`](Self::view), drops. Dereferences to `[u8]`.
+#[derive(Clone)]
+pub struct Unit {
+    held: Arc<Held>,
+    start: usize,
+    len: usize,
+}
+
+impl fmt::Debug for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unit")
+            .field("ticket", &self.ticket())
+            .field("segment", &self.segment())
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Unit {
+    /// The bytes of this view.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        let ptr = self.held.region.segment_ptr(self.held.taken.seg);
+        // SAFETY: `taken.seg < count` and `taken.len <= segment_size` were
+        // checked by the protocol when the unit was taken, and every view
+        // satisfies `start + len <= taken.len`, so the range lies inside the
+        // segment, inside the mapping that `held.region` keeps alive. The
+        // segment is HELD at our epoch until `held` drops, so no writer this
+        // protocol knows of is handed it (see the module docs for peers
+        // that break the protocol).
+        unsafe { std::slice::from_raw_parts(ptr.add(self.start), self.len) }
+    }
+
+    /// Bytes in this view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, offset: usize, nbytes: usize) -> Result<()> {
+        match offset.checked_add(nbytes) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len: nbytes,
+                available: self.len,
+            }),
+        }
+    }
+
+    /// `nbytes` at `offset` (as `write_binary` returned them), bounds-checked.
+    pub fn read_binary(&self, offset: usize, nbytes: usize) -> Result<&[u8]> {
+        self.check(offset, nbytes)?;
+        Ok(&self.as_bytes()[offset..offset + nbytes])
+    }
+
+    /// A view of `nbytes` at `offset` that keeps the segment alive on its own.
+    pub fn view(&self, offset: usize, nbytes: usize) -> Result<Unit> {
+        self.check(offset, nbytes)?;
+        Ok(Unit {
+            held: self.held.clone(),
+            start: self.start + offset,
+            len: nbytes,
+        })
+    }
+
+    /// Publish ticket: 0, 1, 2, ... in the order units were published.
+    pub fn ticket(&self) -> u64 {
+        self.held.taken.ticket
+    }
+
+    /// Index of the segment holding the unit.
+    pub fn segment(&self) -> usize {
+        self.held.taken.seg
+    }
+
+    /// Generation (iteration) the unit was written in.
+    pub fn generation(&self) -> u32 {
+        self.held.taken.generation
+    }
+
+    /// The view as `bytes::Bytes`, without a copy; the segment stays held
+    /// until the `Bytes` (and its clones and slices) drop.
+    #[cfg(feature = "bytes")]
+    pub fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(self)
+    }
+
+    /// `count` elements of `T` at `offset`, in place. [`Error::Misaligned`]
+    /// if the address is not aligned for `T` (segments are page-aligned and
+    /// `write_binary` offsets 64-aligned, so written data always is),
+    /// [`Error::OutOfBounds`] if they overrun the view.
+    #[cfg(feature = "bytemuck")]
+    pub fn cast_slice<T: bytemuck::Pod>(&self, offset: usize, count: usize) -> Result<&[T]> {
+        let nbytes = count.checked_mul(core::mem::size_of::<T>()).ok_or(Error::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            available: self.len,
+        })?;
+        let bytes = self.read_binary(offset, nbytes)?;
+        bytemuck::try_cast_slice(bytes).map_err(|_| Error::Misaligned {
+            offset,
+            align: core::mem::align_of::<T>(),
+        })
+    }
+}
+
+impl std::ops::Deref for Unit {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for Unit {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}

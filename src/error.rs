@@ -101,6 +101,7 @@ pub enum Error {
 /// `Result<T, segpool::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+#[cfg_attr(loom, allow(dead_code))]
 impl Error {
     pub(crate) fn io(op: &'static str, source: impl Into<std::io::Error>) -> Error {
         Error::Io {

@@ -43,7 +43,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
     };
     WAITS.fetch_add(1, Ordering::Relaxed);
     let match_any = NonZeroU32::MAX;
-    match futex::wait_bitset(word, futex::Flags::empty(), expected, timeout.as_ref(), match_any) {
+    match futex::wait_bitset(
+        word,
+        futex::Flags::empty(),
+        expected,
+        timeout.as_ref(),
+        match_any,
+    ) {
         Err(Errno::TIMEDOUT) => Wake::TimedOut,
         // EAGAIN: the word moved on; EINTR: a signal. Anything else cannot
         // happen for a valid, aligned word; the caller's loop re-checks.

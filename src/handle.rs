@@ -159,7 +159,9 @@ impl FromStr for PoolHandle {
                 _ => return Err(bad(format!("unknown field {key:?}"))),
             };
             if slot_taken {
-                return Err(bad(format!("field {key:?} given twice (or fd and shm both)")));
+                return Err(bad(format!(
+                    "field {key:?} given twice (or fd and shm both)"
+                )));
             }
         }
         Ok(PoolHandle {

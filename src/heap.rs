@@ -25,9 +25,13 @@ impl HeapControl {
         let layout = Layout::new(segment_size, count, 4096)?;
         let block = HeapControl {
             header: Box::new(Header::new()),
-            bitmap: (0..layout.bitmap_words()).map(|_| AtomicU64::new(0)).collect(),
+            bitmap: (0..layout.bitmap_words())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             descs: (0..count).map(|_| SegmentDesc::new()).collect(),
-            ring: (0..layout.ring_capacity).map(|_| AtomicU64::new(0)).collect(),
+            ring: (0..layout.ring_capacity)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             layout,
         };
         block.control().init();
@@ -36,7 +40,13 @@ impl HeapControl {
 
     /// The protocol over this block.
     pub fn control(&self) -> Control<'_> {
-        Control::new(&self.header, &self.bitmap, &self.descs, &self.ring, &self.layout)
+        Control::new(
+            &self.header,
+            &self.bitmap,
+            &self.descs,
+            &self.ring,
+            &self.layout,
+        )
     }
 
     /// The block's layout.

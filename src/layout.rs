@@ -33,6 +33,7 @@ pub const VERSION: u32 = 1;
 /// The most segments a pool may have (the ring packs a segment index into 24 bits).
 pub const MAX_COUNT: usize = 1 << 20;
 /// Alignment of every `write_binary` offset inside a segment.
+#[cfg_attr(loom, allow(dead_code))]
 pub const UNIT_ALIGN: usize = 64;
 
 /// A value on a cache line of its own. 128 bytes: x86's adjacent-line
@@ -273,10 +274,14 @@ impl Layout {
             return bad("count must be at least 1 segment".into());
         }
         if count > MAX_COUNT {
-            return bad(format!("count {count} exceeds the maximum of {MAX_COUNT} segments"));
+            return bad(format!(
+                "count {count} exceeds the maximum of {MAX_COUNT} segments"
+            ));
         }
         if !page_size.is_power_of_two() || page_size < 128 {
-            return bad(format!("page size {page_size} is not a power of two >= 128"));
+            return bad(format!(
+                "page size {page_size} is not a power of two >= 128"
+            ));
         }
         let overflow = || {
             Error::InvalidConfig(format!(
@@ -325,7 +330,9 @@ impl Layout {
     pub fn write_ident(&self, ident: &Ident) {
         let st = |a: &AtomicU64, v: usize| a.store(v as u64, Ordering::Relaxed);
         ident.version.store(VERSION, Ordering::Relaxed);
-        ident.page_size.store(self.page_size as u32, Ordering::Relaxed);
+        ident
+            .page_size
+            .store(self.page_size as u32, Ordering::Relaxed);
         st(&ident.segment_size, self.segment_size);
         st(&ident.count, self.count);
         st(&ident.ring_capacity, self.ring_capacity);
@@ -370,22 +377,40 @@ impl Layout {
         let corrupt = |what: &str| Error::Corrupt(format!("control page header: {what}"));
         let segment_size = usize::try_from(ld(&ident.segment_size))
             .map_err(|_| corrupt("segment_size does not fit in usize"))?;
-        let count =
-            usize::try_from(ld(&ident.count)).map_err(|_| corrupt("count does not fit in usize"))?;
+        let count = usize::try_from(ld(&ident.count))
+            .map_err(|_| corrupt("count does not fit in usize"))?;
         let expect = Layout::new(segment_size, count, page_size)
             .map_err(|e| corrupt(&format!("impossible geometry ({e})")))?;
         let fields = [
-            ("ring_capacity", ld(&ident.ring_capacity), expect.ring_capacity),
-            ("bitmap_offset", ld(&ident.bitmap_offset), expect.bitmap_offset),
+            (
+                "ring_capacity",
+                ld(&ident.ring_capacity),
+                expect.ring_capacity,
+            ),
+            (
+                "bitmap_offset",
+                ld(&ident.bitmap_offset),
+                expect.bitmap_offset,
+            ),
             ("descs_offset", ld(&ident.descs_offset), expect.descs_offset),
             ("ring_offset", ld(&ident.ring_offset), expect.ring_offset),
-            ("segments_offset", ld(&ident.segments_offset), expect.segments_offset),
-            ("segment_stride", ld(&ident.segment_stride), expect.segment_stride),
+            (
+                "segments_offset",
+                ld(&ident.segments_offset),
+                expect.segments_offset,
+            ),
+            (
+                "segment_stride",
+                ld(&ident.segment_stride),
+                expect.segment_stride,
+            ),
             ("total_len", ld(&ident.total_len), expect.total_len),
         ];
         for (name, got, want) in fields {
             if got != want as u64 {
-                return Err(corrupt(&format!("{name} is {got}, the geometry implies {want}")));
+                return Err(corrupt(&format!(
+                    "{name} is {got}, the geometry implies {want}"
+                )));
             }
         }
         if expect.total_len != mapped_len {
@@ -416,8 +441,14 @@ mod tests {
 
     #[test]
     fn zero_sizes_are_refused() {
-        assert!(matches!(Layout::new(0, 4, 4096), Err(Error::InvalidConfig(_))));
-        assert!(matches!(Layout::new(4096, 0, 4096), Err(Error::InvalidConfig(_))));
+        assert!(matches!(
+            Layout::new(0, 4, 4096),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            Layout::new(4096, 0, 4096),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 
     #[test]

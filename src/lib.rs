@@ -62,6 +62,7 @@
 //! are its two lock-free structures; `layout` is the control page; `sync`
 //! is the loom seam; `futex` makes the one syscall; `region` maps memory.
 #![cfg(target_os = "linux")]
+#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bitmap;
@@ -82,6 +83,8 @@ mod pool;
 mod reader;
 #[cfg(not(loom))]
 mod region;
+#[cfg(not(loom))]
+pub mod subprocess;
 #[cfg(not(loom))]
 mod writer;
 

@@ -239,6 +239,9 @@ impl SegmentPool {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Io { op: "I/O", source: e }
+        Error::Io {
+            op: "I/O",
+            source: e,
+        }
     }
 }

@@ -240,7 +240,10 @@ impl<'a> Control<'a> {
         if self.is_shutdown() {
             return Err(Error::Shutdown);
         }
-        Ok(self.bitmap.try_claim().map(|seg| self.start_writing(seg, pid)))
+        Ok(self
+            .bitmap
+            .try_claim()
+            .map(|seg| self.start_writing(seg, pid)))
     }
 
     /// Claims a free segment, waiting for one as `wait` allows.
@@ -257,7 +260,8 @@ impl<'a> Control<'a> {
         // and their compare-and-swaps fail against any new epoch. Consumers
         // see these fields through the Release of `commit`.
         let epoch = epoch_of(d.state.load(Ordering::Relaxed)).wrapping_add(1) & (u64::MAX >> 2);
-        d.state.store(pack(epoch, phase::WRITING), Ordering::Relaxed);
+        d.state
+            .store(pack(epoch, phase::WRITING), Ordering::Relaxed);
         Lease {
             seg,
             epoch,
@@ -528,7 +532,9 @@ impl<'a> Control<'a> {
         }
         // Acquire: if a waker's RMW precedes ours, the condition it changed
         // is visible to the attempt below.
-        let mut seen = word.fetch_add(WAITER, Ordering::Acquire).wrapping_add(WAITER);
+        let mut seen = word
+            .fetch_add(WAITER, Ordering::Acquire)
+            .wrapping_add(WAITER);
         let outcome = loop {
             match attempt() {
                 Ok(None) => {}
@@ -539,7 +545,11 @@ impl<'a> Control<'a> {
                 (Some(_), None) => (Some(Instant::now() + wait.probe_every), false),
                 (Some(_), Some(d)) => {
                     let slice = Instant::now() + wait.probe_every;
-                    if slice < d { (Some(slice), false) } else { (Some(d), true) }
+                    if slice < d {
+                        (Some(slice), false)
+                    } else {
+                        (Some(d), true)
+                    }
                 }
             };
             if word.wait(seen, until) == Wake::TimedOut && last {

@@ -71,7 +71,10 @@ impl Reader {
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Unit> {
         let mut wait = Wait::timeout(timeout);
-        wait.probe = self.probe.as_deref().map(|p| p as &(dyn Fn() -> Result<()> + Sync));
+        wait.probe = self
+            .probe
+            .as_deref()
+            .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
         wait.probe_every = self.probe_every;
         let taken = self.region.control().take(&wait)?;
         Ok(self.unit(taken))
@@ -116,7 +119,9 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.region.control().release(self.taken.seg, self.taken.epoch);
+        self.region
+            .control()
+            .release(self.taken.seg, self.taken.epoch);
     }
 }
 
@@ -223,11 +228,13 @@ impl Unit {
     /// [`Error::OutOfBounds`] if they overrun the view.
     #[cfg(feature = "bytemuck")]
     pub fn cast_slice<T: bytemuck::Pod>(&self, offset: usize, count: usize) -> Result<&[T]> {
-        let nbytes = count.checked_mul(core::mem::size_of::<T>()).ok_or(Error::OutOfBounds {
-            offset,
-            len: usize::MAX,
-            available: self.len,
-        })?;
+        let nbytes = count
+            .checked_mul(core::mem::size_of::<T>())
+            .ok_or(Error::OutOfBounds {
+                offset,
+                len: usize::MAX,
+                available: self.len,
+            })?;
         let bytes = self.read_binary(offset, nbytes)?;
         bytemuck::try_cast_slice(bytes).map_err(|_| Error::Misaligned {
             offset,

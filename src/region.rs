@@ -43,7 +43,10 @@ pub(crate) struct Region {
 }
 
 fn current_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+    rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs()
 }
 
 fn page_size() -> usize {
@@ -111,8 +114,9 @@ impl Region {
                 // no unsafe ownership claim on an fd we did not open, and a
                 // number that is not open (or not ours) fails cleanly.
                 let path = format!("/proc/self/fd/{n}");
-                let fd = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| Error::io("open inherited pool fd", e))?;
+                let fd =
+                    rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+                        .map_err(|e| Error::io("open inherited pool fd", e))?;
                 let seals = rustix::fs::fcntl_get_seals(&fd).unwrap_or(SealFlags::empty());
                 if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
                     return Err(Error::Incompatible(format!(
@@ -127,7 +131,9 @@ impl Region {
                 (fd, Some(name.to_owned()))
             }
         };
-        let size = rustix::fs::fstat(&fd).map_err(|e| Error::io("fstat", e))?.st_size;
+        let size = rustix::fs::fstat(&fd)
+            .map_err(|e| Error::io("fstat", e))?
+            .st_size;
         let size = usize::try_from(size)
             .map_err(|_| Error::Corrupt(format!("shared object has negative size {size}")))?;
         let page = page_size();
@@ -176,9 +182,8 @@ impl Region {
         let ptr = self.map.as_mut_ptr();
         // SAFETY: `ptr..ptr+len` is exactly our mapping; MADV_POPULATE_WRITE
         // only faults pages in, it does not change their contents.
-        let done = unsafe {
-            rustix::mm::madvise(ptr.cast(), len, rustix::mm::Advice::LinuxPopulateWrite)
-        };
+        let done =
+            unsafe { rustix::mm::madvise(ptr.cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
         if done.is_err() {
             // Kernels before 5.14: write one byte per page. The mapping is
             // fresh and not yet shared, and the bytes are zero already.
@@ -236,7 +241,10 @@ impl Region {
     /// Start of segment `seg` (< count): `segment_size` writable bytes.
     #[inline]
     pub(crate) fn segment_ptr(&self, seg: usize) -> *mut u8 {
-        assert!(seg < self.layout.count, "segment index checked by the protocol");
+        assert!(
+            seg < self.layout.count,
+            "segment index checked by the protocol"
+        );
         // SAFETY: seg < count, so the offset is inside the mapping.
         unsafe { self.map.as_mut_ptr().add(self.layout.segment_offset(seg)) }
     }

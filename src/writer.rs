@@ -67,10 +67,14 @@ impl Writer {
         let ctl = self.region.control();
         let pid = self.region.pid();
         let lease = if timeout.is_zero() {
-            ctl.try_begin(pid)?.ok_or(Error::Exhausted { count: ctl.count() })?
+            ctl.try_begin(pid)?
+                .ok_or(Error::Exhausted { count: ctl.count() })?
         } else {
             let mut wait = Wait::timeout(Some(timeout));
-            let probe = self.probe.as_deref().map(|p| p as &(dyn Fn() -> Result<()> + Sync));
+            let probe = self
+                .probe
+                .as_deref()
+                .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
             wait.probe = probe;
             wait.probe_every = self.probe_every;
             ctl.begin(pid, &wait)?
@@ -115,7 +119,9 @@ impl fmt::Debug for UnitWriter<'_> {
 
 impl UnitWriter<'_> {
     fn lease(&self) -> &Lease {
-        self.lease.as_ref().expect("a UnitWriter holds its lease until consumed")
+        self.lease
+            .as_ref()
+            .expect("a UnitWriter holds its lease until consumed")
     }
 
     /// Index of the segment being written.
@@ -205,7 +211,10 @@ impl UnitWriter<'_> {
     /// size is only known afterwards; then [`advance`](Self::advance) by the
     /// bytes used. Returns the offset and the bytes.
     pub fn spare_mut(&mut self) -> (usize, &mut [u8]) {
-        let offset = self.cursor.next_multiple_of(UNIT_ALIGN).min(self.capacity());
+        let offset = self
+            .cursor
+            .next_multiple_of(UNIT_ALIGN)
+            .min(self.capacity());
         (offset, &mut self.segment_mut()[offset..])
     }
 

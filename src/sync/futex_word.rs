@@ -9,8 +9,6 @@
 //! [`FutexWord::expire_timers`], so loom explores "the timer fired" against
 //! every other step.
 
-
-
 /// Why a [`FutexWord::wait`] returned. Callers re-check their condition in
 /// every case: a wake-up is a hint, never a promise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,4 +134,3 @@ mod emulated {
         }
     }
 }
-

@@ -1,0 +1,237 @@
+//! The main job: a parent process creates a pool, starts itself again as a
+//! worker process, and the worker streams payloads through the pool while
+//! the parent consumes them in place, verifies each checksum, and prints
+//! throughput and the CPU time each side spent.
+//!
+//! ```text
+//! cargo run --release --example pipeline -- [--units 1000] [--size 8388608]
+//!     [--count 8] [--mode copy|loan] [--verify full|touch]
+//! ```
+//! - `--mode copy` (default): the worker prepares each payload in its own
+//!   memory and `write_binary` copies it in, as SPDL users do;
+//! - `--mode loan`: the worker fills the segment in place (`reserve`), no copy;
+//! - `--verify full` (default): the parent reads every byte (checksum);
+//!   `--verify touch` reads the header and one byte per unit (transport cost).
+
+use segpool::{SegmentPool, Unit};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const HEADER: usize = 64;
+
+#[derive(Clone, Debug)]
+struct Args {
+    units: u64,
+    size: usize,
+    count: usize,
+    loan: bool,
+    full: bool,
+    worker: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        units: 1000,
+        size: 8 << 20,
+        count: 8,
+        loan: false,
+        full: true,
+        worker: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--units" => a.units = value()?.parse().map_err(|e| format!("--units: {e}"))?,
+            "--size" => a.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--count" => a.count = value()?.parse().map_err(|e| format!("--count: {e}"))?,
+            "--mode" => match value()?.as_str() {
+                "copy" => a.loan = false,
+                "loan" => a.loan = true,
+                m => return Err(format!("--mode {m}: expected copy or loan")),
+            },
+            "--verify" => match value()?.as_str() {
+                "full" => a.full = true,
+                "touch" => a.full = false,
+                m => return Err(format!("--verify {m}: expected full or touch")),
+            },
+            "--worker" => a.worker = true,
+            "-h" | "--help" => {
+                return Err("usage: pipeline [--units N] [--size BYTES] [--count SEGMENTS] \
+                            [--mode copy|loan] [--verify full|touch]"
+                    .into());
+            }
+            f => return Err(format!("unknown flag {f}")),
+        }
+    }
+    if a.size % 8 != 0 || a.size == 0 {
+        return Err("--size must be a positive multiple of 8".into());
+    }
+    Ok(a)
+}
+
+/// A checksum the compiler vectorizes: wrapping sum and xor of the words.
+fn checksum(bytes: &[u8]) -> u64 {
+    let (mut sum, mut xor) = (0u64, 0u64);
+    for w in bytes.chunks_exact(8) {
+        let v = u64::from_le_bytes(w.try_into().unwrap());
+        sum = sum.wrapping_add(v);
+        xor ^= v;
+    }
+    sum.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ xor
+}
+
+/// CPU seconds of this process (`self`) and of its waited-for children.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect())
+        .unwrap_or_default();
+    let tick = rustix::param::clock_ticks_per_second() as f64;
+    // After ")": state is field 0, utime 11, stime 12, cutime 13, cstime 14.
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0.0) / tick;
+    (get(11) + get(12), get(13) + get(14))
+}
+
+fn worker(a: &Args) -> segpool::Result<()> {
+    let pool = SegmentPool::from_env()?;
+    let w = pool.open_writer();
+    // A source buffer with room to slide a window, so units differ.
+    let mut source = vec![0u8; a.size + 4096];
+    let mut x = 0x243f_6a88_85a3_08d3u64;
+    for chunk in source.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    let windows: Vec<u64> = (0..64).map(|k| checksum(&source[k * 64..k * 64 + a.size])).collect();
+    for seq in 0..a.units {
+        let mut unit = w.begin_unit()?;
+        let sum = if a.loan {
+            let (_, buf) = unit.reserve(HEADER + a.size)?;
+            let payload = &mut buf[HEADER..];
+            for (i, chunk) in payload.chunks_exact_mut(8).enumerate() {
+                chunk.copy_from_slice(&(seq ^ (i as u64).wrapping_mul(0x100_0000_01b3)).to_le_bytes());
+            }
+            let sum = checksum(payload);
+            buf[..8].copy_from_slice(&seq.to_le_bytes());
+            buf[8..16].copy_from_slice(&sum.to_le_bytes());
+            sum
+        } else {
+            let k = (seq % 64) as usize;
+            let mut head = [0u8; HEADER];
+            head[..8].copy_from_slice(&seq.to_le_bytes());
+            head[8..16].copy_from_slice(&windows[k].to_le_bytes());
+            unit.write_binary(&head)?;
+            unit.write_binary(&source[k * 64..k * 64 + a.size])?;
+            windows[k]
+        };
+        let _ = sum;
+        unit.commit_unit()?;
+    }
+    Ok(())
+}
+
+fn verify(u: &Unit, seq: u64, a: &Args) -> Result<(), String> {
+    let got_seq = u64::from_le_bytes(u[..8].try_into().unwrap());
+    let want_sum = u64::from_le_bytes(u[8..16].try_into().unwrap());
+    if got_seq != seq || u.len() != HEADER + a.size {
+        return Err(format!("unit {seq}: header says seq {got_seq}, {} bytes", u.len()));
+    }
+    if a.full {
+        let sum = checksum(&u[HEADER..]);
+        if sum != want_sum {
+            return Err(format!("unit {seq}: checksum {sum:#x}, expected {want_sum:#x}"));
+        }
+    } else {
+        std::hint::black_box(u[HEADER + a.size / 2]);
+    }
+    Ok(())
+}
+
+fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let create = Instant::now();
+    let pool = SegmentPool::builder(HEADER + a.size, a.count)
+        .acquire_timeout(Duration::from_secs(60))
+        .build()?;
+    let created = create.elapsed();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(std::env::args().skip(1)).arg("--worker");
+    pool.configure_command(&mut cmd);
+    let (cpu0, _) = cpu_seconds();
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let reader = pool.open_reader();
+    let mut first = None;
+    for seq in 0..a.units {
+        let unit = match reader.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("after {seq} units: {e}").into());
+            }
+        };
+        first.get_or_insert_with(Instant::now);
+        verify(&unit, seq, a)?;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("worker failed: {status}").into());
+    }
+    let (cpu1, child_cpu) = cpu_seconds();
+    let parent_cpu = cpu1 - cpu0;
+    let bytes = (a.units as f64) * a.size as f64;
+    println!(
+        "segpool pipeline: {} units x {} bytes ({:.2} MiB), {} segments, mode {}, verify {}",
+        a.units,
+        a.size,
+        a.size as f64 / (1 << 20) as f64,
+        a.count,
+        if a.loan { "loan" } else { "copy" },
+        if a.full { "full" } else { "touch" },
+    );
+    println!("  pool created and prefaulted in {:.1} ms", created.as_secs_f64() * 1e3);
+    println!(
+        "  wall {:.3} s (spawn to last unit)   {:.0} units/s   {:.2} GB/s",
+        wall,
+        a.units as f64 / wall,
+        bytes / wall / 1e9
+    );
+    for (side, cpu) in [("parent (consumer)", parent_cpu), ("worker (producer)", child_cpu)] {
+        println!(
+            "  CPU {side}: {cpu:.3} s = {:.2} us/unit = {:.3} s/GB",
+            cpu / a.units as f64 * 1e6,
+            cpu / (bytes / 1e9)
+        );
+    }
+    println!(
+        "  published {} reclaimed {}, checksums verified: {}",
+        pool.published(),
+        pool.reclaimed(),
+        if a.full { "all" } else { "headers only (--verify touch)" }
+    );
+    Ok(())
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let result = if args.worker {
+        worker(&args).map_err(|e| e.into())
+    } else {
+        parent(&args)
+    };
+    if let Err(e) = result {
+        eprintln!("pipeline {}: {e}", if args.worker { "worker" } else { "parent" });
+        std::process::exit(1);
+    }
+}

@@ -56,9 +56,9 @@ impl<T> core::ops::Deref for Line<T> {
 #[repr(C)]
 #[derive(Debug)]
 pub struct Ident {
-    /// [`MAGIC`].
+    /// `MAGIC`.
     pub magic: AtomicU64,
-    /// [`VERSION`].
+    /// `VERSION`.
     pub version: AtomicU32,
     /// Page size the creator aligned segments to.
     pub page_size: AtomicU32,

@@ -445,3 +445,14 @@ fn typed_views_check_alignment() {
     assert!(matches!(got.cast_slice::<f32>(off + 1, 2), Err(Error::Misaligned { align: 4, .. })));
     assert!(matches!(got.cast_slice::<f32>(off, 4), Err(Error::OutOfBounds { .. })));
 }
+
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<SegmentPool>();
+    send_sync::<segpool::Writer>();
+    send_sync::<segpool::Reader>();
+    send_sync::<segpool::Unit>();
+    send::<segpool::UnitWriter<'static>>();
+}

@@ -1,11 +1,12 @@
-//! The main job: a parent process creates a pool, starts itself again as a
-//! worker process, and the worker streams payloads through the pool while
-//! the parent consumes them in place, verifies each checksum, and prints
-//! throughput and the CPU time each side spent.
+//! The main job: a parent process creates a pool, starts itself again as
+//! worker processes (`segpool::subprocess::Workers`), and the workers stream
+//! payloads through the pool while the parent consumes them in place,
+//! verifies each checksum, and prints throughput and the CPU time each side
+//! spent.
 //!
 //! ```text
 //! cargo run --release --example pipeline -- [--units 1000] [--size 8388608]
-//!     [--count 8] [--mode copy|loan] [--verify full|touch]
+//!     [--count 8] [--workers 1] [--mode copy|loan] [--verify full|touch]
 //! ```
 //! - `--mode copy` (default): the worker prepares each payload in its own
 //!   memory and `write_binary` copies it in, as SPDL users do;
@@ -13,7 +14,8 @@
 //! - `--verify full` (default): the parent reads every byte (checksum);
 //!   `--verify touch` reads the header and one byte per unit (transport cost).
 
-use segpool::{SegmentPool, Unit};
+use segpool::subprocess::{Workers, worker};
+use segpool::{Error, SegmentPool, Unit};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,9 +26,9 @@ struct Args {
     units: u64,
     size: usize,
     count: usize,
+    workers: usize,
     loan: bool,
     full: bool,
-    worker: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -34,9 +36,9 @@ fn parse() -> Result<Args, String> {
         units: 1000,
         size: 8 << 20,
         count: 8,
+        workers: 1,
         loan: false,
         full: true,
-        worker: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +47,7 @@ fn parse() -> Result<Args, String> {
             "--units" => a.units = value()?.parse().map_err(|e| format!("--units: {e}"))?,
             "--size" => a.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
             "--count" => a.count = value()?.parse().map_err(|e| format!("--count: {e}"))?,
+            "--workers" => a.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--mode" => match value()?.as_str() {
                 "copy" => a.loan = false,
                 "loan" => a.loan = true,
@@ -55,10 +58,9 @@ fn parse() -> Result<Args, String> {
                 "touch" => a.full = false,
                 m => return Err(format!("--verify {m}: expected full or touch")),
             },
-            "--worker" => a.worker = true,
             "-h" | "--help" => {
                 return Err("usage: pipeline [--units N] [--size BYTES] [--count SEGMENTS] \
-                            [--mode copy|loan] [--verify full|touch]"
+                            [--workers N] [--mode copy|loan] [--verify full|touch]"
                     .into());
             }
             f => return Err(format!("unknown flag {f}")),
@@ -94,9 +96,8 @@ fn cpu_seconds() -> (f64, f64) {
     (get(11) + get(12), get(13) + get(14))
 }
 
-fn worker(a: &Args) -> segpool::Result<()> {
-    let pool = SegmentPool::from_env()?;
-    let w = pool.open_writer();
+fn produce(a: &Args) -> segpool::Result<()> {
+    let w = worker()?;
     // A source buffer with room to slide a window, so units differ.
     let mut source = vec![0u8; a.size + 4096];
     let mut x = 0x243f_6a88_85a3_08d3u64;
@@ -107,38 +108,43 @@ fn worker(a: &Args) -> segpool::Result<()> {
         chunk.copy_from_slice(&x.to_le_bytes());
     }
     let windows: Vec<u64> = (0..64).map(|k| checksum(&source[k * 64..k * 64 + a.size])).collect();
-    for seq in 0..a.units {
-        let mut unit = w.begin_unit()?;
-        let sum = if a.loan {
-            let (_, buf) = unit.reserve(HEADER + a.size)?;
-            let payload = &mut buf[HEADER..];
-            for (i, chunk) in payload.chunks_exact_mut(8).enumerate() {
-                chunk.copy_from_slice(&(seq ^ (i as u64).wrapping_mul(0x100_0000_01b3)).to_le_bytes());
+    while w.next_pass()? {
+        // Worker `index` of `n` produces units index, index + n, ...
+        for seq in (w.index() as u64..a.units).step_by(w.workers()) {
+            let mut unit = match w.begin_unit() {
+                Err(Error::Stale) => break, // the parent moved on
+                r => r?,
+            };
+            if a.loan {
+                let (_, buf) = unit.reserve(HEADER + a.size)?;
+                let payload = &mut buf[HEADER..];
+                for (i, chunk) in payload.chunks_exact_mut(8).enumerate() {
+                    let v = seq ^ (i as u64).wrapping_mul(0x100_0000_01b3);
+                    chunk.copy_from_slice(&v.to_le_bytes());
+                }
+                let sum = checksum(payload);
+                buf[..8].copy_from_slice(&seq.to_le_bytes());
+                buf[8..16].copy_from_slice(&sum.to_le_bytes());
+            } else {
+                let k = (seq % 64) as usize;
+                let mut head = [0u8; HEADER];
+                head[..8].copy_from_slice(&seq.to_le_bytes());
+                head[8..16].copy_from_slice(&windows[k].to_le_bytes());
+                unit.write_binary(&head)?;
+                unit.write_binary(&source[k * 64..k * 64 + a.size])?;
             }
-            let sum = checksum(payload);
-            buf[..8].copy_from_slice(&seq.to_le_bytes());
-            buf[8..16].copy_from_slice(&sum.to_le_bytes());
-            sum
-        } else {
-            let k = (seq % 64) as usize;
-            let mut head = [0u8; HEADER];
-            head[..8].copy_from_slice(&seq.to_le_bytes());
-            head[8..16].copy_from_slice(&windows[k].to_le_bytes());
-            unit.write_binary(&head)?;
-            unit.write_binary(&source[k * 64..k * 64 + a.size])?;
-            windows[k]
-        };
-        let _ = sum;
-        unit.commit_unit()?;
+            unit.commit_unit()?;
+        }
     }
     Ok(())
 }
 
-fn verify(u: &Unit, seq: u64, a: &Args) -> Result<(), String> {
-    let got_seq = u64::from_le_bytes(u[..8].try_into().unwrap());
+/// Checks a unit; returns its sequence number.
+fn verify(u: &Unit, a: &Args) -> Result<u64, String> {
+    let seq = u64::from_le_bytes(u[..8].try_into().unwrap());
     let want_sum = u64::from_le_bytes(u[8..16].try_into().unwrap());
-    if got_seq != seq || u.len() != HEADER + a.size {
-        return Err(format!("unit {seq}: header says seq {got_seq}, {} bytes", u.len()));
+    if seq >= a.units || u.len() != HEADER + a.size {
+        return Err(format!("unit {}: header says seq {seq}, {} bytes", u.ticket(), u.len()));
     }
     if a.full {
         let sum = checksum(&u[HEADER..]);
@@ -148,7 +154,7 @@ fn verify(u: &Unit, seq: u64, a: &Args) -> Result<(), String> {
     } else {
         std::hint::black_box(u[HEADER + a.size / 2]);
     }
-    Ok(())
+    Ok(seq)
 }
 
 fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -157,40 +163,39 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .acquire_timeout(Duration::from_secs(60))
         .build()?;
     let created = create.elapsed();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(std::env::args().skip(1)).arg("--worker");
-    pool.configure_command(&mut cmd);
     let (cpu0, _) = cpu_seconds();
     let start = Instant::now();
-    let mut child = cmd.spawn()?;
-    let reader = pool.open_reader();
-    let mut first = None;
-    for seq in 0..a.units {
-        let unit = match reader.recv_timeout(Duration::from_secs(60)) {
-            Ok(u) => u,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("after {seq} units: {e}").into());
-            }
-        };
-        first.get_or_insert_with(Instant::now);
-        verify(&unit, seq, a)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(std::env::args().skip(1)); // the workers parse the same flags
+    let mut workers = Workers::spawn(pool, cmd, a.workers)?;
+    let mut seen = vec![false; a.units as usize];
+    for unit in workers.pass()? {
+        let seq = verify(&unit?, a)?;
+        if std::mem::replace(&mut seen[seq as usize], true) {
+            return Err(format!("unit {seq} delivered twice").into());
+        }
     }
     let wall = start.elapsed().as_secs_f64();
-    let status = child.wait()?;
-    if !status.success() {
-        return Err(format!("worker failed: {status}").into());
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(format!("unit {missing} never arrived").into());
+    }
+    let (published, reclaimed) = (workers.pool().published(), workers.pool().reclaimed());
+    for exit in workers.shutdown()? {
+        if exit.forced || exit.status.is_some_and(|s| !s.success()) {
+            return Err(format!("worker {} ended badly: {exit:?}", exit.pid).into());
+        }
     }
     let (cpu1, child_cpu) = cpu_seconds();
     let parent_cpu = cpu1 - cpu0;
     let bytes = (a.units as f64) * a.size as f64;
     println!(
-        "segpool pipeline: {} units x {} bytes ({:.2} MiB), {} segments, mode {}, verify {}",
+        "segpool pipeline: {} units x {} bytes ({:.2} MiB), {} segments, {} worker(s), \
+         mode {}, verify {}",
         a.units,
         a.size,
         a.size as f64 / (1 << 20) as f64,
         a.count,
+        a.workers,
         if a.loan { "loan" } else { "copy" },
         if a.full { "full" } else { "touch" },
     );
@@ -201,7 +206,7 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         a.units as f64 / wall,
         bytes / wall / 1e9
     );
-    for (side, cpu) in [("parent (consumer)", parent_cpu), ("worker (producer)", child_cpu)] {
+    for (side, cpu) in [("parent (consumer)", parent_cpu), ("workers (producers)", child_cpu)] {
         println!(
             "  CPU {side}: {cpu:.3} s = {:.2} us/unit = {:.3} s/GB",
             cpu / a.units as f64 * 1e6,
@@ -209,10 +214,8 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "  published {} reclaimed {}, checksums verified: {}",
-        pool.published(),
-        pool.reclaimed(),
-        if a.full { "all" } else { "headers only (--verify touch)" }
+        "  published {published} reclaimed {reclaimed}, every unit exactly once, checksums: {}",
+        if a.full { "all verified" } else { "not read (--verify touch)" }
     );
     Ok(())
 }
@@ -225,13 +228,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = if args.worker {
-        worker(&args).map_err(|e| e.into())
+    let is_worker = std::env::var_os(segpool::subprocess::WORKER_ENV).is_some();
+    let result = if is_worker {
+        produce(&args).map_err(|e| e.into())
     } else {
         parent(&args)
     };
     if let Err(e) = result {
-        eprintln!("pipeline {}: {e}", if args.worker { "worker" } else { "parent" });
+        eprintln!("pipeline {}: {e}", if is_worker { "worker" } else { "parent" });
         std::process::exit(1);
     }
 }

@@ -60,7 +60,8 @@
 //! # Where things live
 //! `protocol` holds every state transition and wait; `bitmap` and `ring`
 //! are its two lock-free structures; `layout` is the control page; `sync`
-//! is the loom seam; `futex` makes the one syscall; `region` maps memory.
+//! is the loom seam; `futex` makes the one syscall; `region` maps memory;
+//! [`subprocess`] runs worker processes on top of all that.
 #![cfg(target_os = "linux")]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

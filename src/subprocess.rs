@@ -1,3 +1,129 @@
-//! Worker processes that produce into a pool (SPDL's `iterate_in_subprocess`).
+//! Worker processes that produce into a pool: Rust's counterpart of SPDL's
+//! `iterate_in_subprocess`, made to survive crashes on either side.
 //!
-//! (Being written: see issue 5.)
+//! The parent hands a [`SegmentPool`](crate::SegmentPool) and a [`Command`](std::process::Command) to
+//! [`Workers::spawn`], which starts `n` copies of the command and owns the
+//! pool and the children from then on. Each worker calls [`worker()`] once,
+//! then writes units; the parent iterates them, pass by pass:
+//!
+//! ```no_run
+//! use segpool::{SegmentPool, subprocess::Workers};
+//! use std::process::Command;
+//!
+//! // parent
+//! let pool = SegmentPool::new(1 << 20, 16)?;
+//! let mut workers = Workers::spawn(pool, Command::new("my-decoder"), 4)?;
+//! for unit in workers.pass()? {
+//!     let unit = unit?; // Error::PeerGone if a worker crashed: the others go on
+//!     println!("{} bytes", unit.len());
+//! }
+//! workers.shutdown()?; // or just drop it
+//! # Ok::<(), segpool::Error>(())
+//! ```
+//! ```no_run
+//! // worker (the `my-decoder` binary)
+//! let w = segpool::subprocess::worker()?;
+//! while w.next_pass()? {
+//!     for item in 0..100u32 {
+//!         match w.send(&item.to_le_bytes()) {
+//!             Err(segpool::Error::Stale) => break, // the parent moved on
+//!             r => r?,
+//!         };
+//!     }
+//! }
+//! # Ok::<(), segpool::Error>(())
+//! ```
+//!
+//! # Channels
+//! Units travel through the pool only. Beside it, each worker has a Unix
+//! socket to the parent (fd inherited across `exec`, named in the
+//! `SEGPOOL_WORKER` variable) that carries two 5-byte messages, `P gen`
+//! (parent: "serve pass `gen`") and `D gen` (worker: "my units of pass `gen`
+//! are all committed"), and whose end-of-file tells the worker that the
+//! parent closed it (teardown) or died.
+//!
+//! # Passes
+//! [`Workers::pass`] calls [`SegmentPool::reset`](crate::SegmentPool::reset) (a new generation), sends
+//! `P gen` to every live worker, and iterates until every live worker sent
+//! `D gen` and the ring is drained. A worker's [`Worker::begin_unit`] checks
+//! the generation before and after it claims a segment, so a unit of an
+//! older pass never enters a newer one; if the parent abandons a pass (drops
+//! the iterator early and starts another), the worker's next `begin_unit` or
+//! `commit_unit` fails with [`Error::Stale`](crate::Error::Stale) and it should call
+//! [`Worker::next_pass`]. Views kept from an earlier pass stay valid: their
+//! segments stay out of every writer's reach until they drop.
+//!
+//! # Failure behaviour
+//! - **A worker dies** (any signal, any point, including between
+//!   `begin_unit` and `commit_unit`). The parent reaps it (`waitpid`,
+//!   checked between futex sleeps while it waits, and every few milliseconds
+//!   while units flow), takes back the segment it was writing
+//!   ([`SegmentPool::recover_writer`](crate::SegmentPool::recover_writer)), and notes how many units were
+//!   published at that moment. Iteration delivers every unit published
+//!   before that mark, all of the dead worker's committed units among them,
+//!   then yields one [`Error::PeerGone`](crate::Error::PeerGone) naming the pid and its signal or
+//!   exit status, then goes on with the other workers: the pass ends when
+//!   they are done. The dead worker takes no part in later passes. A worker
+//!   that exits with status 0 is not an error: it counts as done.
+//! - **The parent dies.** A worker notices with `getppid()` no longer being
+//!   the parent's pid (it was re-parented): [`Worker::begin_unit`] checks
+//!   before claiming, a `begin_unit` blocked on a full pool checks every
+//!   [`WORKER_PROBE_EVERY`] between futex sleeps, and [`Worker::next_pass`]
+//!   sees the socket's end-of-file at once. Each returns
+//!   [`Error::PeerGone`](crate::Error::PeerGone) naming the parent, and unlinks a named pool (its
+//!   creator can no longer). `PR_SET_PDEATHSIG` is not used by default: it
+//!   fires when the *thread* that spawned the worker exits, which would kill
+//!   workers whose `Workers` moved to another thread; a worker that spends
+//!   long stretches outside segpool calls can opt in with
+//!   [`Worker::exit_with_parent`].
+//! - **Teardown** ([`Workers::shutdown`] or drop, also mid-pass):
+//!   `shutdown_arena` (every blocked `begin_unit` returns
+//!   [`Error::Shutdown`](crate::Error::Shutdown)), close the sockets (every `next_pass` returns
+//!   `false`), wait up to the grace period ([`DEFAULT_GRACE`]) for the
+//!   workers to exit, `SIGKILL` the others, reap all, unlink a named pool.
+//!   Views still held keep the mapping (not the name) until they drop; a
+//!   memfd pool leaves nothing behind.
+//! - **Known gap (core).** `recover_writer` finds a dead worker's segment by
+//!   the owner pid in its descriptor while it is WRITING. A `SIGKILL` that
+//!   lands in one of three windows of a few instructions each (bitmap bit
+//!   claimed but descriptor not yet WRITING; descriptor PUBLISHED but ticket
+//!   not yet in the ring; descriptor FREE but bit not yet cleared) leaves a
+//!   segment nobody can attribute: the pool runs one segment short until it
+//!   is dropped. No unit is lost or duplicated either way (none of those
+//!   units was committed). The kill -9 tests count such segments: one in
+//!   1,500 random kills (release build), none in 1,000 (debug build).
+//!
+//! Both sides ignore `SIGPIPE` as every Rust binary does; a host that
+//! restores its default action should expect it when a peer dies.
+
+mod parent;
+mod worker;
+
+pub use parent::{WorkerExit, Workers};
+pub use worker::{Worker, worker};
+
+use std::time::Duration;
+
+/// The environment variable that tells a worker where its parent is.
+pub const WORKER_ENV: &str = "SEGPOOL_WORKER";
+/// How long teardown waits for workers to exit before `SIGKILL`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+/// How often a blocked worker checks that its parent lives.
+pub const WORKER_PROBE_EVERY: Duration = Duration::from_millis(20);
+/// How often the parent reaps and reads its workers while it waits.
+const PARENT_PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// First word of [`WORKER_ENV`]'s value.
+const ENV_PREFIX: &str = "segpool-worker/1";
+/// "Serve pass `gen`" (parent to worker).
+const MSG_PASS: u8 = b'P';
+/// "Pass `gen` is fully committed" (worker to parent).
+const MSG_DONE: u8 = b'D';
+/// Bytes of every control message: a tag, then a little-endian generation.
+const MSG_LEN: usize = 5;
+
+/// One control message.
+fn message(tag: u8, generation: u32) -> [u8; MSG_LEN] {
+    let g = generation.to_le_bytes();
+    [tag, g[0], g[1], g[2], g[3]]
+}

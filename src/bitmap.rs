@@ -84,7 +84,11 @@ impl<'a> Bitmap<'a> {
     pub fn release(&self, seg: usize) -> bool {
         let (w, bit) = (seg / 64, 1u64 << (seg % 64));
         // Release pairs with the Acquire in `try_claim`.
-        self.words[w].fetch_and(!bit, Ordering::Release) & bit != 0
+        #[cfg(not(segpool_mutant = "relaxed_release"))]
+        let order = Ordering::Release;
+        #[cfg(segpool_mutant = "relaxed_release")] // loom-tests mutant
+        let order = Ordering::Relaxed;
+        self.words[w].fetch_and(!bit, order) & bit != 0
     }
 
     /// Whether segment `seg` is owned right now (a racy snapshot).

@@ -50,12 +50,14 @@
 //! ```
 //!
 //! # Trust boundary
-//! The other process may be buggy or hostile. Nothing read from shared
-//! memory (a segment index, a length, a ticket, a header field) is used
-//! before it is checked; a corrupt value gives [`Error::Corrupt`], never
-//! undefined behaviour, a panic or an out-of-bounds slice, and every retry
-//! loop is bounded. See [`Reader`] for what views promise about payload
-//! bytes.
+//! The other process may be buggy or hostile. Nothing read from the control
+//! page (a segment index, a length, a ticket, a header field) is used
+//! before it is checked; a corrupt value gives [`Error::Corrupt`], never an
+//! out-of-bounds access, a panic or a hang: every retry loop and every wait
+//! is bounded. What no shared-memory transport can prevent is a peer
+//! writing payload bytes you are reading (or forging a unit over a segment
+//! you are writing): see [`Reader`] for what views promise, and share pools
+//! only with processes you would trust with your address space's data.
 //!
 //! # Where things live
 //! `protocol` holds every state transition and wait; `bitmap` and `ring`

@@ -123,19 +123,18 @@ impl SegmentPool {
     /// the fd (only that child: the fd stays close-on-exec for every other).
     /// Keep the pool alive until the command is spawned.
     pub fn configure_command<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        use rustix::fd::AsRawFd;
         cmd.env(ENV_VAR, self.handle().to_string());
         if self.region.name().is_none() {
-            let fd = self.region.fd().as_raw_fd();
+            // The closure owns a reference to the region, so the fd stays
+            // open (and keeps its number) for as long as `cmd` can spawn,
+            // whenever the caller drops the pool.
+            let region = self.region.clone();
             // SAFETY: the closure runs in the forked child before exec, where
             // only async-signal-safe work is allowed: it makes one fcntl
-            // syscall and allocates nothing. `borrow_raw` needs `fd` open for
-            // the borrow: the child inherited every open fd of the parent,
-            // and the pool (the owner of `fd`) is alive at spawn time.
+            // syscall and allocates nothing.
             unsafe {
                 std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-                    let fd = rustix::fd::BorrowedFd::borrow_raw(fd);
-                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                    rustix::io::fcntl_setfd(region.fd(), rustix::io::FdFlags::empty())?;
                     Ok(())
                 });
             }
@@ -213,7 +212,16 @@ impl SegmentPool {
 
     /// Takes back every segment that process `pid` was writing. Call it only
     /// once `pid` is known to be dead; returns how many segments came back.
+    /// Refuses (returns 0) for this process's own pid, whose writers are
+    /// alive by definition. A process that `fork`s without `exec` must attach
+    /// again in the child: a pool records its creator's or attacher's pid.
     pub fn recover_writer(&self, pid: u32) -> usize {
+        // This process's writers are alive by definition: freeing their
+        // segments would hand one to a second `UnitWriter` here while the
+        // first still holds `&mut [u8]` over it (unsound from safe code).
+        if pid == self.region.pid() {
+            return 0;
+        }
         self.region.control().recover(pid)
     }
 

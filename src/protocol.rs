@@ -62,6 +62,7 @@ const WAITER: u32 = 1;
 /// Mask of the waiter count.
 const WAITERS: u32 = 0xffff;
 /// One step of the sequence in the high half.
+#[cfg_attr(segpool_mutant = "notify_load", allow(dead_code))]
 const SEQ: u32 = 1 << 16;
 /// `FUTEX_WAKE` count that means "everyone".
 const ALL: u32 = i32::MAX as u32;
@@ -115,6 +116,9 @@ pub struct Wait<'p> {
     pub probe: Option<&'p (dyn Fn() -> Result<()> + Sync)>,
     /// Longest single sleep when a probe is set.
     pub probe_every: Duration,
+    /// Spin (with `Backoff`) before sleeping; `false` sleeps on the futex
+    /// after one failed attempt (lower CPU, higher latency).
+    pub spin: bool,
 }
 
 impl Wait<'_> {
@@ -126,6 +130,7 @@ impl Wait<'_> {
             timeout: timeout.unwrap_or(Duration::MAX),
             probe: None,
             probe_every: Duration::from_millis(50),
+            spin: true,
         }
     }
 }
@@ -237,31 +242,40 @@ impl<'a> Control<'a> {
     /// `Ok(None)`: none free. `Err(Shutdown)` after `shutdown`.
     #[inline]
     pub fn try_begin(&self, pid: u32) -> Result<Option<Lease>> {
+        self.try_begin_in(pid, self.generation())
+    }
+
+    /// Claims a free segment, waiting for one as `wait` allows. The lease
+    /// belongs to the generation current when `begin` was *called*: a
+    /// producer that waited across a `reset` gets `Stale` at commit rather
+    /// than slipping a unit of the old pass into the new one.
+    pub fn begin(&self, pid: u32, wait: &Wait<'_>) -> Result<Lease> {
+        let generation = self.generation();
+        self.wait_for(&self.hdr.space, wait, || self.try_begin_in(pid, generation))
+    }
+
+    fn try_begin_in(&self, pid: u32, generation: u32) -> Result<Option<Lease>> {
         if self.is_shutdown() {
             return Err(Error::Shutdown);
         }
         Ok(self
             .bitmap
             .try_claim()
-            .map(|seg| self.start_writing(seg, pid)))
+            .map(|seg| self.start_writing(seg, pid, generation)))
     }
 
-    /// Claims a free segment, waiting for one as `wait` allows.
-    pub fn begin(&self, pid: u32, wait: &Wait<'_>) -> Result<Lease> {
-        self.wait_for(&self.hdr.space, wait, || self.try_begin(pid))
-    }
-
-    fn start_writing(&self, seg: usize, pid: u32) -> Lease {
+    fn start_writing(&self, seg: usize, pid: u32, generation: u32) -> Lease {
         let d = &self.descs[seg];
-        let generation = self.generation();
         d.owner.store(pid, Ordering::Relaxed);
         d.generation.store(generation, Ordering::Relaxed);
         // Relaxed: we own the bit, so only stale handles race with us here,
         // and their compare-and-swaps fail against any new epoch. Consumers
         // see these fields through the Release of `commit`.
         let epoch = epoch_of(d.state.load(Ordering::Relaxed)).wrapping_add(1) & (u64::MAX >> 2);
+        // Release pairs with the Acquire state load in `recover`: whoever
+        // sees this epoch's WRITING sees this epoch's owner.
         d.state
-            .store(pack(epoch, phase::WRITING), Ordering::Relaxed);
+            .store(pack(epoch, phase::WRITING), Ordering::Release);
         Lease {
             seg,
             epoch,
@@ -284,9 +298,6 @@ impl<'a> Control<'a> {
             return Err(Error::Stale);
         }
         let d = &self.descs[lease.seg];
-        d.len.store(len as u64, Ordering::Relaxed);
-        // Relaxed: the consumer reads the descriptor after its Acquire of
-        // the ring slot, which the Release CAS in `Ring::push` publishes.
         if d.state
             .compare_exchange(
                 pack(lease.epoch, phase::WRITING),
@@ -299,6 +310,11 @@ impl<'a> Control<'a> {
             // Recovered by someone else: the segment is no longer ours.
             return Err(Error::Stale);
         }
+        // After the CAS: a stale lease must not overwrite the len of the
+        // segment's next owner. Relaxed: the consumer reads it after its
+        // Acquire of the ring slot, which the Release CAS in `Ring::push`
+        // publishes.
+        d.len.store(len as u64, Ordering::Relaxed);
         match self.ring.push(lease.seg) {
             Ok(ticket) => {
                 notify(&self.hdr.data, 1);
@@ -324,7 +340,9 @@ impl<'a> Control<'a> {
     /// the pool is shut down (units published before shutdown still come out).
     #[inline]
     pub fn try_take(&self) -> Result<Option<Taken>> {
-        loop {
+        // Bounded: honestly at most `count` stale units are queued; a peer
+        // that feeds more only gets this attempt reported empty.
+        for _ in 0..=self.count() {
             match self.pop()? {
                 None if self.is_shutdown() => return Err(Error::Shutdown),
                 None => return Ok(None),
@@ -335,6 +353,7 @@ impl<'a> Control<'a> {
                 Some(t) => return Ok(Some(t)),
             }
         }
+        Ok(None)
     }
 
     /// Takes the next unit, waiting as `wait` allows.
@@ -344,7 +363,12 @@ impl<'a> Control<'a> {
 
     /// Pops the next ticket and moves its segment PUBLISHED -> HELD.
     fn pop(&self) -> Result<Option<Taken>> {
-        let Some((ticket, seg)) = self.ring.pop()? else {
+        self.pop_before(None)
+    }
+
+    /// [`pop`](Self::pop), only for tickets below `end` when given.
+    fn pop_before(&self, end: Option<u64>) -> Result<Option<Taken>> {
+        let Some((ticket, seg)) = self.ring.pop(end)? else {
             return Ok(None);
         };
         let Some(d) = self.descs.get(seg) else {
@@ -353,9 +377,10 @@ impl<'a> Control<'a> {
                 self.count()
             )));
         };
-        // Acquire is not needed for the payload (the ring slot's Acquire
-        // covered it); this load only has to see the publisher's state.
-        let state = d.state.load(Ordering::Acquire);
+        // Relaxed: the slot CAS in `Ring::pop` acquired the publisher's
+        // push, so its PUBLISHED state, len, generation and bytes already
+        // happen-before this load.
+        let state = d.state.load(Ordering::Relaxed);
         let epoch = epoch_of(state);
         if phase_of(state) != phase::PUBLISHED
             || d.state
@@ -417,9 +442,10 @@ impl<'a> Control<'a> {
             return false;
         }
         if counted {
-            // Release pairs with the Acquire in `reclaimed`; incremented
-            // before the bit is freed, so a producer that gets the segment
-            // already sees the count.
+            // Release pairs with the Acquire in `reclaimed` (a monitor that
+            // sees the count sees the FREE state). Incremented before the bit
+            // is freed, so the producer that gets the segment sees the count
+            // through the bitmap's Release/Acquire (loom model m6).
             self.hdr.reclaimed.fetch_add(1, Ordering::Release);
         }
         self.bitmap.release(seg);
@@ -443,9 +469,18 @@ impl<'a> Control<'a> {
     /// views still held keep their segments until they drop. Returns the
     /// number of queued units dropped. Consumer side, between iterations.
     pub fn reset(&self) -> Result<u64> {
+        // Tickets below `end` were claimed before the bump (O4: each claim
+        // happens-before the tail advance this Acquire load reads), so all
+        // are of an old generation. Later tickets may be of the new one and
+        // must not be drained: `try_take` drops the old ones among them.
+        let end = self.ring.published();
         self.hdr.life.generation.fetch_add(1, Ordering::AcqRel);
         let mut dropped = 0;
-        while let Some(t) = self.pop()? {
+        // At most `count` units are queued: the bound only stops a peer.
+        for _ in 0..self.count() {
+            let Some(t) = self.pop_before(Some(end))? else {
+                break;
+            };
             self.release(t.seg, t.epoch);
             dropped += 1;
         }
@@ -457,11 +492,14 @@ impl<'a> Control<'a> {
     pub fn recover(&self, pid: u32) -> usize {
         let mut n = 0;
         for (seg, d) in self.descs.iter().enumerate() {
-            if d.owner.load(Ordering::Relaxed) != pid {
-                continue;
-            }
+            // State first, then owner: Acquire pairs with the Release store
+            // in `start_writing`, so the owner read belongs to this epoch (or
+            // a later one, and then the CAS in `finish` fails). Read the other
+            // way round, a live writer's fresh claim of a segment whose owner
+            // field still names `pid` would be freed under it.
             let state = d.state.load(Ordering::Acquire);
             if phase_of(state) == phase::WRITING
+                && d.owner.load(Ordering::Relaxed) == pid
                 && self.finish(seg, epoch_of(state), phase::WRITING, false)
             {
                 n += 1;
@@ -525,7 +563,7 @@ impl<'a> Control<'a> {
             if let Some(v) = attempt()? {
                 return Ok(v);
             }
-            if backoff.is_completed() {
+            if !wait.spin || backoff.is_completed() {
                 break;
             }
             backoff.snooze();
@@ -535,36 +573,43 @@ impl<'a> Control<'a> {
         let mut seen = word
             .fetch_add(WAITER, Ordering::Acquire)
             .wrapping_add(WAITER);
+        // Un-announces on every way out, a panicking probe included, so a
+        // stale count never makes every later `notify` a syscall.
+        let _announced = Announced(word);
+        #[cfg(segpool_mutant = "skip_recheck")] // loom-tests mutant: sleep before re-checking
+        let _ = word.wait(seen, wait.deadline);
         let outcome = loop {
             match attempt() {
                 Ok(None) => {}
                 done => break done,
             }
-            let (until, last) = match (wait.probe, wait.deadline) {
-                (None, d) => (d, true),
-                (Some(_), None) => (Some(Instant::now() + wait.probe_every), false),
-                (Some(_), Some(d)) => {
-                    let slice = Instant::now() + wait.probe_every;
-                    if slice < d {
-                        (Some(slice), false)
-                    } else {
-                        (Some(d), true)
-                    }
-                }
-            };
-            if word.wait(seen, until) == Wake::TimedOut && last {
-                // One last look: a wake meant for us may have raced the timer.
-                break attempt();
-            }
+            // Probe only after an attempt failed: a waiter woken for a unit
+            // or a segment takes it before a probe error can end its wait
+            // (otherwise that wake-up is swallowed and the next sleeper
+            // keeps sleeping with the condition true).
             if let Some(probe) = wait.probe {
                 if let Err(e) = probe() {
                     break Err(e);
                 }
             }
+            let (until, last) = match (wait.probe, wait.deadline) {
+                (None, d) => (d, true),
+                // checked_add: a huge `probe_every` means "no slices".
+                (Some(_), d) => match Instant::now().checked_add(wait.probe_every) {
+                    Some(slice) if d.is_none_or(|d| slice < d) => (Some(slice), false),
+                    _ => (d, true),
+                },
+            };
+            if word.wait(seen, until) == Wake::TimedOut && last {
+                // One last look: a wake meant for us may have raced the timer.
+                #[cfg(segpool_mutant = "no_final_attempt")] // loom-tests mutant
+                break Ok(None);
+                #[cfg_attr(segpool_mutant = "no_final_attempt", allow(unreachable_code))]
+                break attempt();
+            }
             // Acquire: as above, for wakers that came while we slept.
             seen = word.load(Ordering::Acquire);
         };
-        word.fetch_sub(WAITER, Ordering::Relaxed);
         match outcome {
             Ok(Some(v)) => Ok(v),
             Ok(None) => Err(Error::Timeout(wait.timeout)),
@@ -573,12 +618,25 @@ impl<'a> Control<'a> {
     }
 }
 
+/// A waiter counted in a futex word; dropping it takes the count back.
+struct Announced<'w>(&'w FutexWord);
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the count only decides whether wakers make a syscall.
+        self.0.fetch_sub(WAITER, Ordering::Relaxed);
+    }
+}
+
 /// Wakes up to `n` sleepers on `word` after the caller changed their condition.
 #[inline]
 fn notify(word: &FutexWord, n: u32) {
     // Release pairs with the waiter's Acquire RMW/load of the word: the
     // condition changed before this call is visible to its re-check.
+    #[cfg(not(segpool_mutant = "notify_load"))]
     let prev = word.fetch_add(SEQ, Ordering::Release);
+    #[cfg(segpool_mutant = "notify_load")] // loom-tests mutant: no sequence bump
+    let prev = word.load(Ordering::Relaxed);
     if has_waiters(prev) {
         word.wake(n);
     }

@@ -26,6 +26,7 @@ pub struct Reader {
     region: Arc<Region>,
     probe: Option<Probe>,
     probe_every: Duration,
+    spin: bool,
 }
 
 impl fmt::Debug for Reader {
@@ -42,14 +43,24 @@ impl Reader {
             region,
             probe: None,
             probe_every: Duration::from_millis(50),
+            spin: true,
         }
+    }
+
+    /// Whether `recv` spins briefly before sleeping on the futex (default
+    /// `true`). `false` sleeps at once: no CPU burnt while waiting, at the
+    /// cost of a wake-up's latency on every wait.
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.spin = spin;
+        self
     }
 
     /// Runs `probe` every `every` while `recv` is blocked; its error ends
     /// the wait and is returned (to notice dead producers).
     pub fn with_probe(mut self, every: Duration, probe: Probe) -> Self {
         self.probe = Some(probe);
-        self.probe_every = every;
+        // At least 1 ms: a zero period would spin on the probe.
+        self.probe_every = every.max(Duration::from_millis(1));
         self
     }
 
@@ -70,12 +81,17 @@ impl Reader {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Unit> {
+        // Fast path: a unit is there, so no deadline to compute (no clock read).
+        if let Some(taken) = self.region.control().try_take()? {
+            return Ok(self.unit(taken));
+        }
         let mut wait = Wait::timeout(timeout);
         wait.probe = self
             .probe
             .as_deref()
             .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
         wait.probe_every = self.probe_every;
+        wait.spin = self.spin;
         let taken = self.region.control().take(&wait)?;
         Ok(self.unit(taken))
     }

@@ -108,8 +108,9 @@ impl<'a> Ring<'a> {
         let mut t = self.tail.load(Ordering::Acquire);
         for _ in 0..RETRY_BUDGET {
             let slot = self.slot(t);
-            // Acquire: a FULL/EMPTY value from another party comes with what
-            // it did before (the consumer's reads of the previous lap).
+            // Acquire: when we help the tail past a slot another publisher
+            // filled, its claim must happen-before our advance: the "slot is
+            // EMPTY(t)" chain in docs/protocol.md (loom model m2b).
             let word = slot.load(Ordering::Acquire);
             match lap(word, t) {
                 0 if seg_of(word).is_none() => {
@@ -147,11 +148,17 @@ impl<'a> Ring<'a> {
     ///
     /// The segment index is *not* bounds-checked here: the caller checks it
     /// against `count` before using it.
+    ///
+    /// With `end` (a value [`published`](Self::published) returned), only
+    /// tickets below it are taken: `None` once the next one is not.
     #[inline]
-    pub fn pop(&self) -> Result<Option<(u64, usize)>> {
+    pub fn pop(&self, end: Option<u64>) -> Result<Option<(u64, usize)>> {
         let cap = self.slots.len() as u64;
         let mut h = self.head.load(Ordering::Acquire);
         for _ in 0..RETRY_BUDGET {
+            if end.is_some_and(|e| e.wrapping_sub(h) as i64 <= 0) {
+                return Ok(None);
+            }
             let slot = self.slot(h);
             // Acquire pairs with the publisher's Release CAS in `push`.
             let word = slot.load(Ordering::Acquire);
@@ -159,7 +166,12 @@ impl<'a> Ring<'a> {
                 (0, None) => return Ok(None),
                 (0, Some(seg)) => {
                     if slot
-                        .compare_exchange(word, empty(h + cap), Ordering::AcqRel, Ordering::Relaxed)
+                        .compare_exchange(
+                            word,
+                            empty(h.wrapping_add(cap)),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                     {
                         self.advance(self.head, h);
@@ -193,8 +205,10 @@ impl<'a> Ring<'a> {
         // AcqRel: every cursor update is an RMW, so an Acquire load of any
         // later value synchronizes with all earlier advances (one release
         // sequence), which is what the "slot is EMPTY(t)" argument needs.
-        match cursor.compare_exchange(from, from + 1, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => from + 1,
+        // Wrapping: a peer may have written any value, u64::MAX included.
+        let next = from.wrapping_add(1);
+        match cursor.compare_exchange(from, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => next,
             Err(now) => now,
         }
     }
@@ -234,9 +248,9 @@ mod tests {
                 assert_eq!(r.push(i).unwrap(), lap * 3 + i as u64);
             }
             for i in 0..3 {
-                assert_eq!(r.pop().unwrap(), Some((lap * 3 + i as u64, i)));
+                assert_eq!(r.pop(None).unwrap(), Some((lap * 3 + i as u64, i)));
             }
-            assert_eq!(r.pop().unwrap(), None);
+            assert_eq!(r.pop(None).unwrap(), None);
         }
         assert_eq!(r.published(), 300);
     }
@@ -265,7 +279,7 @@ mod tests {
         // A publisher filled ticket 0 and died before moving the tail.
         f.slots[0].store(full(0, 2), Ordering::Relaxed);
         assert_eq!(r.push(1).unwrap(), 1);
-        assert_eq!(r.pop().unwrap(), Some((0, 2)));
-        assert_eq!(r.pop().unwrap(), Some((1, 1)));
+        assert_eq!(r.pop(None).unwrap(), Some((0, 2)));
+        assert_eq!(r.pop(None).unwrap(), Some((1, 1)));
     }
 }

@@ -18,6 +18,7 @@ pub struct Writer {
     acquire_timeout: Duration,
     probe: Option<Probe>,
     probe_every: Duration,
+    spin: bool,
 }
 
 impl fmt::Debug for Writer {
@@ -36,7 +37,16 @@ impl Writer {
             acquire_timeout,
             probe: None,
             probe_every: Duration::from_millis(50),
+            spin: true,
         }
+    }
+
+    /// Whether `begin_unit` spins briefly before sleeping on the futex
+    /// (default `true`). `false` sleeps at once: no CPU burnt while the pool
+    /// is full, at the cost of a wake-up's latency on every wait.
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.spin = spin;
+        self
     }
 
     /// Runs `probe` every `every` while `begin_unit` is blocked; its error
@@ -44,7 +54,8 @@ impl Writer {
     /// (the [`subprocess`](crate::subprocess) module installs one).
     pub fn with_probe(mut self, every: Duration, probe: Probe) -> Self {
         self.probe = Some(probe);
-        self.probe_every = every;
+        // At least 1 ms: a zero period would spin on the probe.
+        self.probe_every = every.max(Duration::from_millis(1));
         self
     }
 
@@ -69,6 +80,9 @@ impl Writer {
         let lease = if timeout.is_zero() {
             ctl.try_begin(pid)?
                 .ok_or(Error::Exhausted { count: ctl.count() })?
+        } else if let Some(lease) = ctl.try_begin(pid)? {
+            // Fast path: a free segment, so no deadline to compute (no clock read).
+            lease
         } else {
             let mut wait = Wait::timeout(Some(timeout));
             let probe = self
@@ -77,6 +91,7 @@ impl Writer {
                 .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
             wait.probe = probe;
             wait.probe_every = self.probe_every;
+            wait.spin = self.spin;
             ctl.begin(pid, &wait)?
         };
         Ok(UnitWriter {
@@ -227,6 +242,10 @@ impl UnitWriter<'_> {
     /// Publishes the unit and returns its span (bytes it covers, padding
     /// included). After [`Error::Shutdown`] or [`Error::Stale`] the segment
     /// is back in the pool and nothing was published.
+    ///
+    /// A commit that races `shutdown_arena` may still succeed after the
+    /// consumer stopped receiving: `Ok` means "published", not "will be
+    /// received". The unit's segment comes back when the pool is dropped.
     pub fn commit_unit(mut self) -> Result<usize> {
         let lease = self.lease.take().expect("lease present until consumed");
         self.writer.region.control().commit(lease, self.cursor)?;

@@ -346,15 +346,28 @@ fn stats_count_segments_by_phase() {
 }
 
 #[test]
-fn recover_writer_frees_the_segments_a_dead_writer_held() {
-    let p = pool(64, 2, Duration::ZERO);
+fn recover_takes_back_exactly_the_dead_writers_segments() {
+    use segpool::__private::HeapControl;
+    const DEAD: u32 = 4242;
+    let block = HeapControl::new(64, 3).unwrap();
+    let c = block.control();
+    let lost = c.try_begin(DEAD).unwrap().unwrap(); // its process died mid-write
+    let live = c.try_begin(7).unwrap().unwrap();
+    assert_eq!(c.stats().writing, 2);
+    assert_eq!(c.recover(DEAD), 1);
+    assert_eq!((c.stats().writing, c.stats().free), (1, 2));
+    assert_eq!(c.recover(DEAD), 0);
+    assert!(!c.abort(lost), "the dead writer's lease is stale now");
+    assert!(c.abort(live), "the live writer's lease is untouched");
+}
+
+#[test]
+fn recover_writer_refuses_this_processs_own_pid() {
+    let p = pool(64, 1, Duration::ZERO);
     let w = p.open_writer();
-    let lost = w.begin_unit().unwrap();
-    std::mem::forget(lost); // as if the process died mid-write
-    assert_eq!(p.stats().writing, 1);
-    assert_eq!(p.recover_writer(std::process::id()), 1);
-    assert_eq!(p.stats().free, 2);
+    let _mine = w.begin_unit().unwrap();
     assert_eq!(p.recover_writer(std::process::id()), 0);
+    assert!(matches!(w.begin_unit(), Err(Error::Exhausted { .. })), "no second owner");
 }
 
 #[test]

@@ -59,9 +59,11 @@ fn parse() -> Result<Args, String> {
                 m => return Err(format!("--verify {m}: expected full or touch")),
             },
             "-h" | "--help" => {
-                return Err("usage: pipeline [--units N] [--size BYTES] [--count SEGMENTS] \
+                return Err(
+                    "usage: pipeline [--units N] [--size BYTES] [--count SEGMENTS] \
                             [--workers N] [--mode copy|loan] [--verify full|touch]"
-                    .into());
+                        .into(),
+                );
             }
             f => return Err(format!("unknown flag {f}")),
         }
@@ -88,7 +90,11 @@ fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<f64> = stat
         .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect())
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0.0))
+                .collect()
+        })
         .unwrap_or_default();
     let tick = rustix::param::clock_ticks_per_second() as f64;
     // After ")": state is field 0, utime 11, stime 12, cutime 13, cstime 14.
@@ -107,7 +113,9 @@ fn produce(a: &Args) -> segpool::Result<()> {
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes());
     }
-    let windows: Vec<u64> = (0..64).map(|k| checksum(&source[k * 64..k * 64 + a.size])).collect();
+    let windows: Vec<u64> = (0..64)
+        .map(|k| checksum(&source[k * 64..k * 64 + a.size]))
+        .collect();
     while w.next_pass()? {
         // Worker `index` of `n` produces units index, index + n, ...
         for seq in (w.index() as u64..a.units).step_by(w.workers()) {
@@ -144,12 +152,18 @@ fn verify(u: &Unit, a: &Args) -> Result<u64, String> {
     let seq = u64::from_le_bytes(u[..8].try_into().unwrap());
     let want_sum = u64::from_le_bytes(u[8..16].try_into().unwrap());
     if seq >= a.units || u.len() != HEADER + a.size {
-        return Err(format!("unit {}: header says seq {seq}, {} bytes", u.ticket(), u.len()));
+        return Err(format!(
+            "unit {}: header says seq {seq}, {} bytes",
+            u.ticket(),
+            u.len()
+        ));
     }
     if a.full {
         let sum = checksum(&u[HEADER..]);
         if sum != want_sum {
-            return Err(format!("unit {seq}: checksum {sum:#x}, expected {want_sum:#x}"));
+            return Err(format!(
+                "unit {seq}: checksum {sum:#x}, expected {want_sum:#x}"
+            ));
         }
     } else {
         std::hint::black_box(u[HEADER + a.size / 2]);
@@ -199,14 +213,20 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         if a.loan { "loan" } else { "copy" },
         if a.full { "full" } else { "touch" },
     );
-    println!("  pool created and prefaulted in {:.1} ms", created.as_secs_f64() * 1e3);
+    println!(
+        "  pool created and prefaulted in {:.1} ms",
+        created.as_secs_f64() * 1e3
+    );
     println!(
         "  wall {:.3} s (spawn to last unit)   {:.0} units/s   {:.2} GB/s",
         wall,
         a.units as f64 / wall,
         bytes / wall / 1e9
     );
-    for (side, cpu) in [("parent (consumer)", parent_cpu), ("workers (producers)", child_cpu)] {
+    for (side, cpu) in [
+        ("parent (consumer)", parent_cpu),
+        ("workers (producers)", child_cpu),
+    ] {
         println!(
             "  CPU {side}: {cpu:.3} s = {:.2} us/unit = {:.3} s/GB",
             cpu / a.units as f64 * 1e6,
@@ -215,7 +235,11 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "  published {published} reclaimed {reclaimed}, every unit exactly once, checksums: {}",
-        if a.full { "all verified" } else { "not read (--verify touch)" }
+        if a.full {
+            "all verified"
+        } else {
+            "not read (--verify touch)"
+        }
     );
     Ok(())
 }
@@ -235,7 +259,10 @@ fn main() {
         parent(&args)
     };
     if let Err(e) = result {
-        eprintln!("pipeline {}: {e}", if is_worker { "worker" } else { "parent" });
+        eprintln!(
+            "pipeline {}: {e}",
+            if is_worker { "worker" } else { "parent" }
+        );
         std::process::exit(1);
     }
 }

@@ -140,7 +140,10 @@ fn missing_handle_env_says_so() {
     // SEGPOOL_HANDLE is not set in the test environment.
     if std::env::var_os(segpool::ENV_VAR).is_none() {
         let err = SegmentPool::from_env().unwrap_err();
-        assert!(matches!(&err, Error::BadHandle(m) if m.contains("not set")), "{err}");
+        assert!(
+            matches!(&err, Error::BadHandle(m) if m.contains("not set")),
+            "{err}"
+        );
     }
 }
 

@@ -50,7 +50,8 @@ fn publish_tagged(w: &segpool::Writer, id: u32, i: u32) {
     let mut payload = vec![0u8; (i % 300) as usize];
     Rng(u64::from(id) << 32 | u64::from(i) | 1).fill(&mut payload);
     let mut u = w.begin_unit().unwrap();
-    u.write_binary(&[id.to_le_bytes(), i.to_le_bytes()].concat()).unwrap();
+    u.write_binary(&[id.to_le_bytes(), i.to_le_bytes()].concat())
+        .unwrap();
     let (off, n) = u.write_binary(&payload).unwrap();
     assert_eq!((off, n), (64, payload.len()));
     u.write_binary(&checksum(&payload).to_le_bytes()).unwrap();
@@ -65,7 +66,11 @@ fn read_tagged(u: &segpool::Unit) -> (u32, u32) {
     let payload = u.read_binary(64, n).unwrap();
     let sum_at = (64 + n).next_multiple_of(64);
     let sum = u64::from_le_bytes(u.read_binary(sum_at, 8).unwrap().try_into().unwrap());
-    assert_eq!(checksum(payload), sum, "payload of unit ({id}, {i}) is corrupt");
+    assert_eq!(
+        checksum(payload),
+        sum,
+        "payload of unit ({id}, {i}) is corrupt"
+    );
     (id, i)
 }
 
@@ -88,7 +93,10 @@ fn ten_thousand_units_of_random_sizes_cross_intact() {
         rng.fill(&mut expect[..n]);
         assert_eq!(u.ticket(), ticket);
         assert_eq!(u.len(), n, "unit {ticket}");
-        assert!(checksum(&u) == checksum(&expect[..n]) && *u == expect[..n], "unit {ticket} differs");
+        assert!(
+            checksum(&u) == checksum(&expect[..n]) && *u == expect[..n],
+            "unit {ticket} differs"
+        );
     }
     expect_success(child);
     assert!(r.try_recv().unwrap().is_none());
@@ -176,11 +184,17 @@ fn a_named_pool_serves_a_process_that_attaches_by_name() {
         .acquire_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let envs = [("PRODUCER_ID", "7".to_string()), ("EACH", "500".to_string())];
+    let envs = [
+        ("PRODUCER_ID", "7".to_string()),
+        ("EACH", "500".to_string()),
+    ];
     let child = spawn_child(&pool, "child_entry", "tagged", &envs);
     let r = pool.open_reader();
     for i in 0..500 {
-        assert_eq!(read_tagged(&r.recv_timeout(Duration::from_secs(60)).unwrap()), (7, i));
+        assert_eq!(
+            read_tagged(&r.recv_timeout(Duration::from_secs(60)).unwrap()),
+            (7, i)
+        );
     }
     expect_success(child);
     let name = pool.name().unwrap().to_owned();

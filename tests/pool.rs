@@ -19,8 +19,14 @@ fn publish(w: &segpool::Writer, bytes: &[u8]) {
 
 #[test]
 fn zero_sizes_are_refused() {
-    assert!(matches!(SegmentPool::new(0, 4), Err(Error::InvalidConfig(_))));
-    assert!(matches!(SegmentPool::new(4096, 0), Err(Error::InvalidConfig(_))));
+    assert!(matches!(
+        SegmentPool::new(0, 4),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        SegmentPool::new(4096, 0),
+        Err(Error::InvalidConfig(_))
+    ));
 }
 
 #[test]
@@ -42,14 +48,25 @@ fn a_unit_larger_than_a_segment_is_refused_not_truncated() {
     let mut u = w.begin_unit().unwrap();
     let err = u.write_binary(&[7u8; 1001]).unwrap_err();
     assert!(
-        matches!(err, Error::TooLarge { requested: 1001, needed: 1001, segment_size: 1000, .. }),
+        matches!(
+            err,
+            Error::TooLarge {
+                requested: 1001,
+                needed: 1001,
+                segment_size: 1000,
+                ..
+            }
+        ),
         "{err}"
     );
     // Nothing was written, the unit is still usable and exactly full fits.
     assert_eq!(u.len(), 0);
     assert_eq!(u.write_binary(&[7u8; 1000]).unwrap(), (0, 1000));
     // A second binary starts at the next 64-byte boundary, past the end.
-    assert!(matches!(u.write_binary(&[1]), Err(Error::TooLarge { offset: 1024, .. })));
+    assert!(matches!(
+        u.write_binary(&[1]),
+        Err(Error::TooLarge { offset: 1024, .. })
+    ));
     assert!(matches!(u.reserve(1), Err(Error::TooLarge { .. })));
 }
 
@@ -69,8 +86,14 @@ fn write_binary_offsets_are_64_byte_aligned_and_read_back() {
     assert_eq!(got.len(), 192);
     assert_eq!(got.read_binary(a.0, a.1).unwrap(), b"abc");
     assert_eq!(got.read_binary(b.0, b.1).unwrap(), &[9u8; 100][..]);
-    assert!(matches!(got.read_binary(190, 3), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(got.read_binary(usize::MAX, 2), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(
+        got.read_binary(190, 3),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        got.read_binary(usize::MAX, 2),
+        Err(Error::OutOfBounds { .. })
+    ));
 }
 
 #[test]
@@ -112,7 +135,11 @@ fn acquire_timeout_expiry_returns_timeout() {
     let err = w.begin_unit().unwrap_err();
     assert!(matches!(err, Error::Timeout(t) if t == timeout), "{err}");
     assert!(start.elapsed() >= timeout, "returned before the timeout");
-    assert_eq!(p.stats().waiting_producers, 0, "the waiter count went back to zero");
+    assert_eq!(
+        p.stats().waiting_producers,
+        0,
+        "the waiter count went back to zero"
+    );
 }
 
 #[test]
@@ -149,7 +176,10 @@ fn a_blocked_producer_wakes_when_a_unit_is_dropped_and_not_before() {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!got_one.load(Ordering::SeqCst), "producer returned while the pool was full");
+        assert!(
+            !got_one.load(Ordering::SeqCst),
+            "producer returned while the pool was full"
+        );
         let seg = held.segment();
         drop(held);
         assert_eq!(t.join().unwrap().unwrap(), seg);
@@ -175,7 +205,10 @@ fn shutdown_wakes_a_blocked_producer_and_a_blocked_consumer() {
         assert!(matches!(consumer.join().unwrap(), Err(Error::Shutdown)));
     });
     drop(held);
-    assert!(matches!(w.begin_unit(), Err(Error::Shutdown)), "shutdown is sticky");
+    assert!(
+        matches!(w.begin_unit(), Err(Error::Shutdown)),
+        "shutdown is sticky"
+    );
     assert!(p.is_shutdown());
 }
 
@@ -229,7 +262,11 @@ fn reclaim_is_out_of_order() {
     let mut units = units;
     units.remove(1);
     let u = w.begin_unit().unwrap();
-    assert_eq!(u.segment(), middle, "exactly the dropped unit's segment came back");
+    assert_eq!(
+        u.segment(),
+        middle,
+        "exactly the dropped unit's segment came back"
+    );
     assert_eq!(p.reclaimed(), 1);
 }
 
@@ -367,7 +404,10 @@ fn recover_writer_refuses_this_processs_own_pid() {
     let w = p.open_writer();
     let _mine = w.begin_unit().unwrap();
     assert_eq!(p.recover_writer(std::process::id()), 0);
-    assert!(matches!(w.begin_unit(), Err(Error::Exhausted { .. })), "no second owner");
+    assert!(
+        matches!(w.begin_unit(), Err(Error::Exhausted { .. })),
+        "no second owner"
+    );
 }
 
 #[test]
@@ -438,7 +478,10 @@ fn a_unit_becomes_bytes_without_a_copy() {
     assert_eq!(b.as_ptr(), addr);
     let tail = b.slice(5..);
     drop(b);
-    assert!(matches!(w.begin_unit(), Err(Error::Exhausted { .. })), "a slice keeps it held");
+    assert!(
+        matches!(w.begin_unit(), Err(Error::Exhausted { .. })),
+        "a slice keeps it held"
+    );
     assert_eq!(&tail[..], b"copy");
     drop(tail);
     assert!(w.begin_unit().is_ok());
@@ -455,8 +498,14 @@ fn typed_views_check_alignment() {
     u.commit_unit().unwrap();
     let got = r.recv().unwrap();
     assert_eq!(got.cast_slice::<f32>(off, 3).unwrap(), &floats);
-    assert!(matches!(got.cast_slice::<f32>(off + 1, 2), Err(Error::Misaligned { align: 4, .. })));
-    assert!(matches!(got.cast_slice::<f32>(off, 4), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(
+        got.cast_slice::<f32>(off + 1, 2),
+        Err(Error::Misaligned { align: 4, .. })
+    ));
+    assert!(matches!(
+        got.cast_slice::<f32>(off, 4),
+        Err(Error::OutOfBounds { .. })
+    ));
 }
 
 #[test]

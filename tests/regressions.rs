@@ -83,7 +83,11 @@ fn recover_never_frees_a_live_writers_segment() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    assert_eq!(stolen.load(Ordering::Relaxed), 0, "recover(DEAD) freed a live writer's segment");
+    assert_eq!(
+        stolen.load(Ordering::Relaxed),
+        0,
+        "recover(DEAD) freed a live writer's segment"
+    );
 }
 
 /// A probe period of `Duration::MAX` once overflowed an `Instant` and panicked.
@@ -93,16 +97,20 @@ fn a_huge_probe_period_does_not_panic() {
     let r = pool
         .open_reader()
         .with_probe(Duration::MAX, Arc::new(|| Ok(())));
-    assert!(matches!(r.recv_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
+    assert!(matches!(
+        r.recv_timeout(Duration::from_millis(10)),
+        Err(Error::Timeout(_))
+    ));
 }
 
 /// A probe that panics must not leave a waiter counted forever.
 #[test]
 fn a_panicking_probe_does_not_leave_a_waiter_counted() {
     let pool = SegmentPool::new(64, 1).unwrap();
-    let r = pool
-        .open_reader()
-        .with_probe(Duration::from_millis(1), Arc::new(|| panic!("probe failed")));
+    let r = pool.open_reader().with_probe(
+        Duration::from_millis(1),
+        Arc::new(|| panic!("probe failed")),
+    );
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         r.recv_timeout(Duration::from_secs(5))
     }));

@@ -14,7 +14,12 @@ pub fn role() -> Option<String> {
 
 /// Re-executes this test binary, running only the test `entry`, with
 /// `ROLE=role` and the pool's handle in the environment.
-pub fn spawn_child(pool: &segpool::SegmentPool, entry: &str, role: &str, envs: &[(&str, String)]) -> Child {
+pub fn spawn_child(
+    pool: &segpool::SegmentPool,
+    entry: &str,
+    role: &str,
+    envs: &[(&str, String)],
+) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", entry, "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
@@ -59,7 +64,9 @@ impl Rng {
 
 /// FNV-1a over the bytes: cheap, order-sensitive.
 pub fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Names of shared-memory objects this process created that still exist.

@@ -18,6 +18,7 @@ use crate::region::Region;
 use crate::writer::Probe;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// A consumer endpoint: receives units in publish order.
@@ -97,13 +98,12 @@ impl Reader {
     }
 
     fn unit(&self, taken: Taken) -> Unit {
+        self.region.holders(taken.seg).fetch_add(1, Ordering::Relaxed);
         Unit {
+            region: self.region.clone(),
+            taken,
             start: 0,
             len: taken.len,
-            held: Arc::new(Held {
-                region: self.region.clone(),
-                taken,
-            }),
         }
     }
 
@@ -127,30 +127,54 @@ impl Reader {
     }
 }
 
-/// One taken segment; released when the last [`Unit`] over it drops.
-struct Held {
+/// A received unit: a zero-copy view of the bytes a producer committed.
+///
+/// Cheap to clone and `Send + Sync`. The segment goes back to the pool when
+/// the last clone, and the last view derived from it by
+/// [`view`](Self::view), drops. Dereferences to `[u8]`.
+///
+/// The reference count lives in the region, one process-local counter per
+/// segment, not in an allocation per unit: receiving a unit allocates
+/// nothing.
+pub struct Unit {
     region: Arc<Region>,
     taken: Taken,
+    start: usize,
+    len: usize,
 }
 
-impl Drop for Held {
-    fn drop(&mut self) {
+impl Clone for Unit {
+    fn clone(&self) -> Unit {
+        // Relaxed, as in `Arc::clone`: a new reference is made from an
+        // existing one, which keeps the segment held meanwhile.
         self.region
-            .control()
-            .release(self.taken.seg, self.taken.epoch);
+            .holders(self.taken.seg)
+            .fetch_add(1, Ordering::Relaxed);
+        Unit {
+            region: self.region.clone(),
+            taken: self.taken,
+            start: self.start,
+            len: self.len,
+        }
     }
 }
 
-/// A received unit: a zero-copy view of the bytes a producer committed.
-///
-/// Cheap to clone (a reference count) and `Send + Sync`. The segment goes
-/// back to the pool when the last clone, and the last view derived from it
-/// by [`view`](Self::view), drops. Dereferences to `[u8]`.
-#[derive(Clone)]
-pub struct Unit {
-    held: Arc<Held>,
-    start: usize,
-    len: usize,
+impl Drop for Unit {
+    fn drop(&mut self) {
+        // Release/Acquire as in `Arc::drop`: every clone's reads of the
+        // bytes happen-before the release that lets a writer reuse them.
+        if self
+            .region
+            .holders(self.taken.seg)
+            .fetch_sub(1, Ordering::Release)
+            == 1
+        {
+            std::sync::atomic::fence(Ordering::Acquire);
+            self.region
+                .control()
+                .release(self.taken.seg, self.taken.epoch);
+        }
+    }
 }
 
 impl fmt::Debug for Unit {
@@ -168,12 +192,13 @@ impl Unit {
     /// The bytes of this view.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        let ptr = self.held.region.segment_ptr(self.held.taken.seg);
+        let ptr = self.region.segment_ptr(self.taken.seg);
         // SAFETY: `taken.seg < count` and `taken.len <= segment_size` were
         // checked by the protocol when the unit was taken, and every view
         // satisfies `start + len <= taken.len`, so the range lies inside the
-        // segment, inside the mapping that `held.region` keeps alive. The
-        // segment is HELD at our epoch until `held` drops, so no writer this
+        // segment, inside the mapping that `self.region` keeps alive. The
+        // segment is HELD at our epoch until the last unit over it drops
+        // (the region's holder count for it is at least 1), so no writer this
         // protocol knows of is handed it (see the module docs for peers
         // that break the protocol).
         unsafe { std::slice::from_raw_parts(ptr.add(self.start), self.len) }
@@ -209,26 +234,25 @@ impl Unit {
     /// A view of `nbytes` at `offset` that keeps the segment alive on its own.
     pub fn view(&self, offset: usize, nbytes: usize) -> Result<Unit> {
         self.check(offset, nbytes)?;
-        Ok(Unit {
-            held: self.held.clone(),
-            start: self.start + offset,
-            len: nbytes,
-        })
+        let mut view = self.clone();
+        view.start += offset;
+        view.len = nbytes;
+        Ok(view)
     }
 
     /// Publish ticket: 0, 1, 2, ... in the order units were published.
     pub fn ticket(&self) -> u64 {
-        self.held.taken.ticket
+        self.taken.ticket
     }
 
     /// Index of the segment holding the unit.
     pub fn segment(&self) -> usize {
-        self.held.taken.seg
+        self.taken.seg
     }
 
     /// Generation (iteration) the unit was written in.
     pub fn generation(&self) -> u32 {
-        self.held.taken.generation
+        self.taken.generation
     }
 
     /// The view as `bytes::Bytes`, without a copy; the segment stays held

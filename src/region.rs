@@ -40,6 +40,13 @@ pub(crate) struct Region {
     unlink_on_drop: bool,
     /// Cached `getpid()`: recorded as the owner of every segment we claim.
     pid: u32,
+    /// Process-local reference counts: how many `Unit`s of this process
+    /// hold each segment (the last one to drop releases it).
+    holders: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+fn holders(count: usize) -> Box<[std::sync::atomic::AtomicU32]> {
+    (0..count).map(|_| Default::default()).collect()
 }
 
 fn current_pid() -> u32 {
@@ -99,6 +106,7 @@ impl Region {
             name,
             unlink_on_drop: true,
             pid: current_pid(),
+            holders: holders(layout.count),
         };
         region.prefault();
         region.control().init();
@@ -173,6 +181,7 @@ impl Region {
             name,
             unlink_on_drop: false,
             pid: current_pid(),
+            holders: holders(layout.count),
         })
     }
 
@@ -247,6 +256,12 @@ impl Region {
         );
         // SAFETY: seg < count, so the offset is inside the mapping.
         unsafe { self.map.as_mut_ptr().add(self.layout.segment_offset(seg)) }
+    }
+
+    /// The process-local count of units holding `seg` (< count).
+    #[inline]
+    pub(crate) fn holders(&self, seg: usize) -> &std::sync::atomic::AtomicU32 {
+        &self.holders[seg]
     }
 
     /// This process's pid, cached.

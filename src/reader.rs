@@ -98,7 +98,9 @@ impl Reader {
     }
 
     fn unit(&self, taken: Taken) -> Unit {
-        self.region.holders(taken.seg).fetch_add(1, Ordering::Relaxed);
+        self.region
+            .holders(taken.seg)
+            .fetch_add(1, Ordering::Relaxed);
         Unit {
             region: self.region.clone(),
             taken,

@@ -518,3 +518,31 @@ fn handles_can_cross_threads() {
     send_sync::<segpool::Unit>();
     send::<segpool::UnitWriter<'static>>();
 }
+
+#[test]
+fn waits_that_skip_the_spin_still_wake_on_their_condition() {
+    let p = pool(64, 1, Duration::from_secs(30));
+    let w = p.open_writer().spin(false);
+    let r = p.open_reader().spin(false);
+    std::thread::scope(|s| {
+        // A consumer asleep on an empty pool wakes on publish.
+        let consumer = s.spawn(|| r.recv().map(|u| u.to_vec()));
+        while p.stats().waiting_consumers == 0 {
+            std::thread::yield_now();
+        }
+        publish(&w, b"first");
+        assert_eq!(consumer.join().unwrap().unwrap(), b"first");
+    });
+    publish(&w, b"second");
+    let held = r.recv().unwrap();
+    std::thread::scope(|s| {
+        // A producer asleep on a full pool wakes when the unit drops.
+        let producer = s.spawn(|| w.begin_unit().map(|u| u.segment()));
+        while p.stats().waiting_producers == 0 {
+            std::thread::yield_now();
+        }
+        let seg = held.segment();
+        drop(held);
+        assert_eq!(producer.join().unwrap().unwrap(), seg);
+    });
+}

@@ -81,6 +81,8 @@ mod futex;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+mod policy;
+#[cfg(not(loom))]
 mod pool;
 #[cfg(not(loom))]
 mod reader;
@@ -100,11 +102,13 @@ pub use futex::futex_calls;
 #[cfg(not(loom))]
 pub use handle::{ENV_VAR, PoolHandle};
 #[cfg(not(loom))]
+pub use policy::Probe;
+#[cfg(not(loom))]
 pub use pool::{DEFAULT_ACQUIRE_TIMEOUT, PoolBuilder, SegmentPool};
 #[cfg(not(loom))]
 pub use reader::{Reader, Unit};
 #[cfg(not(loom))]
-pub use writer::{Probe, UnitWriter, Writer};
+pub use writer::{UnitWriter, Writer};
 
 /// The protocol's internals, for the loom models, property tests and fuzz
 /// targets in this repository. Not a stable API: no semver promise.

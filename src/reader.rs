@@ -13,9 +13,9 @@
 //! bytes from a socket.
 
 use crate::error::{Error, Result};
-use crate::protocol::{Taken, Wait};
+use crate::policy::{Probe, WaitPolicy};
+use crate::protocol::Taken;
 use crate::region::Region;
-use crate::writer::Probe;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,15 +25,13 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Reader {
     region: Arc<Region>,
-    probe: Option<Probe>,
-    probe_every: Duration,
-    spin: bool,
+    policy: WaitPolicy,
 }
 
 impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
-            .field("probe", &self.probe.is_some())
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -42,9 +40,7 @@ impl Reader {
     pub(crate) fn new(region: Arc<Region>) -> Self {
         Reader {
             region,
-            probe: None,
-            probe_every: Duration::from_millis(50),
-            spin: true,
+            policy: WaitPolicy::default(),
         }
     }
 
@@ -52,16 +48,14 @@ impl Reader {
     /// `true`). `false` sleeps at once: no CPU burnt while waiting, at the
     /// cost of a wake-up's latency on every wait.
     pub fn spin(mut self, spin: bool) -> Self {
-        self.spin = spin;
+        self.policy.set_spin(spin);
         self
     }
 
     /// Runs `probe` every `every` while `recv` is blocked; its error ends
     /// the wait and is returned (to notice dead producers).
     pub fn with_probe(mut self, every: Duration, probe: Probe) -> Self {
-        self.probe = Some(probe);
-        // At least 1 ms: a zero period would spin on the probe.
-        self.probe_every = every.max(Duration::from_millis(1));
+        self.policy.set_probe(every, probe);
         self
     }
 
@@ -86,14 +80,7 @@ impl Reader {
         if let Some(taken) = self.region.control().try_take()? {
             return Ok(self.unit(taken));
         }
-        let mut wait = Wait::timeout(timeout);
-        wait.probe = self
-            .probe
-            .as_deref()
-            .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
-        wait.probe_every = self.probe_every;
-        wait.spin = self.spin;
-        let taken = self.region.control().take(&wait)?;
+        let taken = self.region.control().take(&self.policy.wait(timeout))?;
         Ok(self.unit(taken))
     }
 

@@ -2,30 +2,26 @@
 
 use crate::error::{Error, Result};
 use crate::layout::UNIT_ALIGN;
-use crate::protocol::{Lease, Wait};
+use crate::policy::{Probe, WaitPolicy};
+use crate::protocol::Lease;
 use crate::region::Region;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A liveness check run while a call is blocked: its error ends the wait.
-pub type Probe = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A producer endpoint. Clone it freely; every clone may have units in flight.
 #[derive(Clone)]
 pub struct Writer {
     region: Arc<Region>,
     acquire_timeout: Duration,
-    probe: Option<Probe>,
-    probe_every: Duration,
-    spin: bool,
+    policy: WaitPolicy,
 }
 
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
             .field("acquire_timeout", &self.acquire_timeout)
-            .field("probe", &self.probe.is_some())
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -35,9 +31,7 @@ impl Writer {
         Writer {
             region,
             acquire_timeout,
-            probe: None,
-            probe_every: Duration::from_millis(50),
-            spin: true,
+            policy: WaitPolicy::default(),
         }
     }
 
@@ -45,7 +39,7 @@ impl Writer {
     /// (default `true`). `false` sleeps at once: no CPU burnt while the pool
     /// is full, at the cost of a wake-up's latency on every wait.
     pub fn spin(mut self, spin: bool) -> Self {
-        self.spin = spin;
+        self.policy.set_spin(spin);
         self
     }
 
@@ -53,9 +47,7 @@ impl Writer {
     /// ends the wait and is returned. Use it to notice a dead consumer
     /// (the [`subprocess`](crate::subprocess) module installs one).
     pub fn with_probe(mut self, every: Duration, probe: Probe) -> Self {
-        self.probe = Some(probe);
-        // At least 1 ms: a zero period would spin on the probe.
-        self.probe_every = every.max(Duration::from_millis(1));
+        self.policy.set_probe(every, probe);
         self
     }
 
@@ -84,15 +76,7 @@ impl Writer {
             // Fast path: a free segment, so no deadline to compute (no clock read).
             lease
         } else {
-            let mut wait = Wait::timeout(Some(timeout));
-            let probe = self
-                .probe
-                .as_deref()
-                .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
-            wait.probe = probe;
-            wait.probe_every = self.probe_every;
-            wait.spin = self.spin;
-            ctl.begin(pid, &wait)?
+            ctl.begin(pid, &self.policy.wait(Some(timeout)))?
         };
         Ok(UnitWriter {
             writer: self,

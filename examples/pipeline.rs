@@ -85,21 +85,22 @@ fn checksum(bytes: &[u8]) -> u64 {
     sum.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ xor
 }
 
-/// CPU seconds of this process (`self`) and of its waited-for children.
+/// CPU seconds (user + system) of this process and of its reaped children.
 fn cpu_seconds() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0.0))
-                .collect()
-        })
-        .unwrap_or_default();
-    let tick = rustix::param::clock_ticks_per_second() as f64;
-    // After ")": state is field 0, utime 11, stime 12, cutime 13, cstime 14.
-    let get = |i: usize| fields.get(i).copied().unwrap_or(0.0) / tick;
-    (get(11) + get(12), get(13) + get(14))
+    let usage = |who| {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `ru` is a valid, writable rusage; getrusage only writes it.
+        let ok = unsafe { libc::getrusage(who, ru.as_mut_ptr()) } == 0;
+        // SAFETY: zero-initialised, and filled by getrusage when it succeeded.
+        let ru = unsafe { ru.assume_init() };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        if ok {
+            secs(ru.ru_utime) + secs(ru.ru_stime)
+        } else {
+            f64::NAN
+        }
+    };
+    (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN))
 }
 
 fn produce(a: &Args) -> segpool::Result<()> {
@@ -177,7 +178,9 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .acquire_timeout(Duration::from_secs(60))
         .build()?;
     let created = create.elapsed();
-    let (cpu0, _) = cpu_seconds();
+    // Children's CPU as a difference: `cargo run` execs this binary, so the
+    // process may already carry its build's reaped children.
+    let (cpu0, children0) = cpu_seconds();
     let start = Instant::now();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(std::env::args().skip(1)); // the workers parse the same flags
@@ -201,6 +204,7 @@ fn parent(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let (cpu1, child_cpu) = cpu_seconds();
     let parent_cpu = cpu1 - cpu0;
+    let child_cpu = child_cpu - children0;
     let bytes = (a.units as f64) * a.size as f64;
     println!(
         "segpool pipeline: {} units x {} bytes ({:.2} MiB), {} segments, {} worker(s), \

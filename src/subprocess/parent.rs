@@ -422,6 +422,20 @@ impl Workers {
             .all(|p| p.dead || p.done == Some(generation))
     }
 
+    /// One look at the ring: `Some(item)` is what `next` returns now,
+    /// `None` means nothing is queued.
+    fn look(&mut self) -> Option<Option<Result<Unit>>> {
+        match self.reader.try_recv() {
+            Ok(Some(u)) => Some(Some(self.deliver(u))),
+            Ok(None) => None,
+            Err(Error::Shutdown) => Some(self.finish()),
+            Err(e) => {
+                self.pass = PassState::Ended;
+                Some(Some(Err(e)))
+            }
+        }
+    }
+
     /// `u`, unless a death noticed before `u` was published must be
     /// reported first: then that report, with `u` kept for the next call.
     fn deliver(&mut self, u: Unit) -> Result<Unit> {
@@ -460,14 +474,8 @@ impl Workers {
             if self.last_poll.elapsed() >= PARENT_PROBE_EVERY || lock(&self.shared).news {
                 self.poll();
             }
-            match self.reader.try_recv() {
-                Ok(Some(u)) => return Some(self.deliver(u)),
-                Ok(None) => {}
-                Err(Error::Shutdown) => return self.finish(),
-                Err(e) => {
-                    self.pass = PassState::Ended;
-                    return Some(Err(e));
-                }
+            if let Some(item) = self.look() {
+                return item;
             }
             // Nothing queued. Look at the workers *before* the last look at
             // the ring: a worker sends `D` after its last commit, and a dead
@@ -475,14 +483,8 @@ impl Workers {
             // all done then and the ring is empty after, the pass is over.
             self.poll();
             let complete = self.pass_complete(generation);
-            match self.reader.try_recv() {
-                Ok(Some(u)) => return Some(self.deliver(u)),
-                Ok(None) => {}
-                Err(Error::Shutdown) => return self.finish(),
-                Err(e) => {
-                    self.pass = PassState::Ended;
-                    return Some(Err(e));
-                }
+            if let Some(item) = self.look() {
+                return item;
             }
             if let Some(g) = self.gone.pop_front() {
                 return Some(Err(Error::PeerGone {

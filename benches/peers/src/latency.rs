@@ -2,6 +2,7 @@
 //! against a raw futex wake-up, and the CPU a blocked producer burns.
 
 use crate::proc::{Parent, Peer, child_command, cpu_self, mono_ns};
+use crate::throughput::ice_builder;
 use iceoryx2::prelude::*;
 use segpool::{PoolHandle, SegmentPool};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -125,17 +126,7 @@ fn ice_pp(
     node: &Node<ipc::Service>,
     tag: &str,
 ) -> iceoryx2::service::builder::publish_subscribe::Builder<[u8], (), ipc::Service> {
-    let name: ServiceName = format!("segpool-bench/{tag}")
-        .as_str()
-        .try_into()
-        .expect("service name");
-    node.service_builder(&name)
-        .publish_subscribe::<[u8]>()
-        .subscriber_max_buffer_size(2)
-        .history_size(0)
-        .enable_safe_overflow(false)
-        .max_publishers(1)
-        .max_subscribers(1)
+    ice_builder(node, tag, 2)
 }
 
 fn ice_send(p: &iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>, len: usize) {
@@ -375,17 +366,7 @@ fn ice_blocked(
     node: &Node<ipc::Service>,
     tag: &str,
 ) -> iceoryx2::service::builder::publish_subscribe::Builder<[u8], (), ipc::Service> {
-    let name: ServiceName = format!("segpool-bench/{tag}/blocked")
-        .as_str()
-        .try_into()
-        .expect("service name");
-    node.service_builder(&name)
-        .publish_subscribe::<[u8]>()
-        .subscriber_max_buffer_size(1)
-        .history_size(0)
-        .enable_safe_overflow(false)
-        .max_publishers(1)
-        .max_subscribers(1)
+    ice_builder(node, &format!("{tag}/blocked"), 1)
 }
 
 /// Child side of the wake-up and blocked-CPU tests.

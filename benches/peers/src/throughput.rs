@@ -316,24 +316,35 @@ fn consume_stream(stream: impl Read, peer: &mut Peer, win: &mut Window) {
     }
 }
 
-/// The iceoryx2 service both sides must agree on.
-fn ice_service(
+/// An iceoryx2 publish-subscribe service named `segpool-bench/{name}` with
+/// the settings every cell shares: a subscriber buffer of `depth` samples,
+/// no history, no overflow (the publisher waits), one publisher and one
+/// subscriber.
+pub(crate) fn ice_builder(
     node: &Node<ipc::Service>,
-    tag: &str,
+    name: &str,
     depth: usize,
 ) -> iceoryx2::service::builder::publish_subscribe::Builder<[u8], (), ipc::Service> {
-    let name: ServiceName = format!("segpool-bench/{tag}")
+    let name: ServiceName = format!("segpool-bench/{name}")
         .as_str()
         .try_into()
         .expect("service name");
     node.service_builder(&name)
         .publish_subscribe::<[u8]>()
         .subscriber_max_buffer_size(depth)
-        .subscriber_max_borrowed_samples(2)
         .history_size(0)
         .enable_safe_overflow(false)
         .max_publishers(1)
         .max_subscribers(1)
+}
+
+/// The iceoryx2 service both sides of a throughput cell must agree on.
+fn ice_service(
+    node: &Node<ipc::Service>,
+    tag: &str,
+    depth: usize,
+) -> iceoryx2::service::builder::publish_subscribe::Builder<[u8], (), ipc::Service> {
+    ice_builder(node, tag, depth).subscriber_max_borrowed_samples(2)
 }
 
 /// The memcpy limit: copy the payload from one buffer to another, one

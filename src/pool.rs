@@ -225,6 +225,30 @@ impl SegmentPool {
         self.region.control().recover(pid)
     }
 
+    /// Where segment `seg` lives in this process's mapping, and its usable
+    /// length, for bindings that hand out a raw view of a whole segment
+    /// (SPDL's test suite proves zero-copy by writing through one).
+    /// [`Error::OutOfBounds`] for `seg >= count`.
+    ///
+    /// The pointer is valid while this pool (or any writer, reader or unit
+    /// of it) is alive in this process. Reading or writing through it is
+    /// outside the protocol: it races with whoever owns the segment, so the
+    /// caller must know the segment is its own (a test, a debugger).
+    #[doc(hidden)]
+    pub fn segment_raw(&self, seg: usize) -> Result<(std::ptr::NonNull<u8>, usize)> {
+        let count = self.count();
+        if seg >= count {
+            return Err(Error::OutOfBounds {
+                offset: seg,
+                len: 1,
+                available: count,
+            });
+        }
+        let ptr = self.region.segment_ptr(seg);
+        let ptr = std::ptr::NonNull::new(ptr).expect("a mapping is never at address 0");
+        Ok((ptr, self.segment_size()))
+    }
+
     /// The shm name of a named pool.
     pub fn name(&self) -> Option<&str> {
         self.region.name()

@@ -61,12 +61,12 @@ impl Writer {
     /// [`Error::Exhausted`] at once if none is free and the timeout is zero,
     /// [`Error::Timeout`] after it, [`Error::Shutdown`] after
     /// `shutdown_arena`.
-    pub fn begin_unit(&self) -> Result<UnitWriter<'_>> {
+    pub fn begin_unit(&self) -> Result<UnitWriter> {
         self.begin_unit_timeout(self.acquire_timeout)
     }
 
     /// [`begin_unit`](Self::begin_unit) with its own timeout.
-    pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter<'_>> {
+    pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
         let ctl = self.region.control();
         let pid = self.region.pid();
         let lease = if timeout.is_zero() {
@@ -79,17 +79,17 @@ impl Writer {
             ctl.begin(pid, &self.policy.wait(Some(timeout)))?
         };
         Ok(UnitWriter {
-            writer: self,
+            region: self.region.clone(),
             lease: Some(lease),
             cursor: 0,
         })
     }
 
     /// Claims a free segment if one is free now: `Ok(None)` if not.
-    pub fn try_begin_unit(&self) -> Result<Option<UnitWriter<'_>>> {
+    pub fn try_begin_unit(&self) -> Result<Option<UnitWriter>> {
         let lease = self.region.control().try_begin(self.region.pid())?;
         Ok(lease.map(|lease| UnitWriter {
-            writer: self,
+            region: self.region.clone(),
             lease: Some(lease),
             cursor: 0,
         }))
@@ -99,15 +99,16 @@ impl Writer {
 /// A unit being written into one segment: the segment is this value's alone
 /// until [`commit_unit`](Self::commit_unit) publishes it. Dropping it without
 /// committing aborts it and frees the segment.
-pub struct UnitWriter<'w> {
-    writer: &'w Writer,
+pub struct UnitWriter {
+    /// Keeps the mapping alive while the unit is open.
+    region: Arc<Region>,
     /// `None` once committed or aborted.
     lease: Option<Lease>,
     /// Bytes used so far (the span `commit_unit` publishes).
     cursor: usize,
 }
 
-impl fmt::Debug for UnitWriter<'_> {
+impl fmt::Debug for UnitWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UnitWriter")
             .field("segment", &self.segment())
@@ -116,7 +117,7 @@ impl fmt::Debug for UnitWriter<'_> {
     }
 }
 
-impl UnitWriter<'_> {
+impl UnitWriter {
     fn lease(&self) -> &Lease {
         self.lease
             .as_ref()
@@ -140,16 +141,16 @@ impl UnitWriter<'_> {
 
     /// Capacity of the segment.
     pub fn capacity(&self) -> usize {
-        self.writer.region.layout().segment_size
+        self.region.layout().segment_size
     }
 
     /// The whole segment, writable. Only this unit can see it until commit.
     fn segment_mut(&mut self) -> &mut [u8] {
         let seg = self.lease().seg;
         let len = self.capacity();
-        let ptr = self.writer.region.segment_ptr(seg);
+        let ptr = self.region.segment_ptr(seg);
         // SAFETY: `ptr..ptr+segment_size` is segment `seg` inside the mapping,
-        // which `self.writer.region` keeps alive for `'w`. Our lease owns the
+        // which `self.region` keeps alive. Our lease owns the
         // segment exclusively (bitmap bit set by our CAS, phase WRITING at our
         // epoch): no other writer is handed it and no reader can take it
         // before commit. `&mut self` keeps this the only borrow in-process.
@@ -232,7 +233,7 @@ impl UnitWriter<'_> {
     /// received". The unit's segment comes back when the pool is dropped.
     pub fn commit_unit(mut self) -> Result<usize> {
         let lease = self.lease.take().expect("lease present until consumed");
-        self.writer.region.control().commit(lease, self.cursor)?;
+        self.region.control().commit(lease, self.cursor)?;
         Ok(self.cursor)
     }
 
@@ -243,12 +244,12 @@ impl UnitWriter<'_> {
 
     fn abort_now(&mut self) {
         if let Some(lease) = self.lease.take() {
-            self.writer.region.control().abort(lease);
+            self.region.control().abort(lease);
         }
     }
 }
 
-impl Drop for UnitWriter<'_> {
+impl Drop for UnitWriter {
     fn drop(&mut self) {
         self.abort_now();
     }

@@ -516,7 +516,7 @@ fn handles_can_cross_threads() {
     send_sync::<segpool::Writer>();
     send_sync::<segpool::Reader>();
     send_sync::<segpool::Unit>();
-    send::<segpool::UnitWriter<'static>>();
+    send::<segpool::UnitWriter>();
 }
 
 #[test]

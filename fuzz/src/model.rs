@@ -269,7 +269,7 @@ pub struct Harness<'w> {
     pool: &'w SegmentPool,
     writer: &'w Writer,
     reader: Reader,
-    open: Vec<UnitWriter<'w>>,
+    open: Vec<UnitWriter>,
     units: Vec<Unit>,
     model: Model,
     step: usize,

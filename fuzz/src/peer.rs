@@ -207,7 +207,7 @@ pub struct Driver<'w> {
     pool: &'w SegmentPool,
     writer: &'w Writer,
     reader: Reader,
-    open: Vec<UnitWriter<'w>>,
+    open: Vec<UnitWriter>,
     units: Vec<Unit>,
 }
 

@@ -296,7 +296,7 @@ impl Worker {
     /// [`Error::Shutdown`]: teardown; [`Error::PeerGone`]: the parent died
     /// (checked before claiming, and while blocked on a full pool); the
     /// pool's [`Error::Timeout`] after `acquire_timeout`.
-    pub fn begin_unit(&self) -> Result<UnitWriter<'_>> {
+    pub fn begin_unit(&self) -> Result<UnitWriter> {
         self.check_parent()?;
         if !self.started.get() && !self.next_pass()? {
             return Err(Error::Shutdown);

@@ -1,25 +1,54 @@
-//! The ownership bitmap: which segments are owned (bit set) and which are free.
+//! The segment index: which segments are taken (bit set) and which are free,
+//! plus one flag per word that says "a producer may be asleep".
 //!
-//! Knows nothing of mappings, futexes or descriptors: it is a set of
-//! `count` bits over a slice of `AtomicU64`, so loom, proptest and the fuzz
-//! targets drive it directly.
+//! Since protocol v2 the descriptor owns a segment and this bitmap is an
+//! index of the descriptors that lets a producer find a free one in one
+//! scan. It can lag behind them for a few instructions (a claimer between
+//! its bit and its descriptor, a releaser between its descriptor and its
+//! bit) or for good when a process dies there; `Control::scrub` rebuilds it
+//! from the descriptors. It knows nothing of mappings, futexes or
+//! descriptors: it is `count` bits over a slice of `AtomicU64`, so loom,
+//! proptest and the fuzz targets drive it directly.
+//!
+//! ```text
+//! word i (AtomicU64)
+//!  63       62                                   0
+//! +--------+--------------------------------------+
+//! | WAITER | segments 63*i .. 63*i+62 (1 = taken) |
+//! +--------+--------------------------------------+
+//! ```
 //!
 //! Invariants:
 //! - a bit goes 0 -> 1 only through a successful compare-and-swap in
-//!   [`Bitmap::try_claim`], so two claimers never get the same segment;
+//!   [`Bitmap::try_claim`] (or the `fetch_or` of [`Bitmap::mark`], for a
+//!   segment whose descriptor is already owned), so two claimers never get
+//!   the same bit;
 //! - padding bits (index >= count in the last word) are set at creation and
-//!   are never handed out, even if a peer clears them.
+//!   are never handed out, even if a peer clears them;
+//! - `WAITER` is set only by [`Bitmap::arm`] (a producer about to sleep)
+//!   and cleared only together with a segment's bit by [`Bitmap::release`],
+//!   whose caller then wakes every sleeper. A producer that dies asleep
+//!   therefore costs the next release one `FUTEX_WAKE`, and no more.
 //!
 //! Orderings: `release` clears with `Release` and `try_claim` sets with
 //! `Acquire`, so everything the previous owner did with the segment's bytes
-//! happens-before everything the next owner does with them.
+//! happens-before everything the next owner does with them. `arm` and
+//! `release` are read-modify-writes of one word (AcqRel), which is what
+//! orders a sleeper against its waker without `SeqCst` (see
+//! `crate::protocol`).
 
+use crate::layout::BITS_PER_WORD;
 use crate::sync::{AtomicU64, Ordering};
 
 /// How many failed compare-and-swaps one claim tolerates before it gives up.
 /// Honest contention never gets near this; it bounds a hostile peer that
 /// flips bits forever.
 const CAS_BUDGET: u32 = 1 << 16;
+
+/// The "a producer may be asleep" flag of a word.
+pub const WAITER: u64 = 1 << 63;
+/// The segment bits of a word.
+const SEGMENTS: u64 = !WAITER;
 
 /// A view of the bitmap words in the control page.
 #[derive(Clone, Copy, Debug)]
@@ -29,44 +58,49 @@ pub struct Bitmap<'a> {
 }
 
 impl<'a> Bitmap<'a> {
-    /// The bitmap of `count` segments over `words` (`ceil(count/64)` of them).
+    /// A bitmap of `count` segments over `count.div_ceil(63)` words.
     pub fn new(words: &'a [AtomicU64], count: usize) -> Self {
-        debug_assert_eq!(words.len(), count.div_ceil(64));
+        debug_assert_eq!(words.len(), count.div_ceil(BITS_PER_WORD));
         Bitmap { words, count }
     }
 
-    /// Marks every segment free and every padding bit owned. Creator only.
+    /// Padding bits of word `i`: set, so they are never free.
+    #[inline]
+    fn padding(&self, i: usize) -> u64 {
+        let valid = (self.count - i * BITS_PER_WORD).min(BITS_PER_WORD);
+        SEGMENTS & !((1u64 << valid) - 1)
+    }
+
+    /// All free, no waiter. Creator only, before sharing.
     pub fn init(&self) {
         for (i, w) in self.words.iter().enumerate() {
-            let valid = (self.count - i * 64).min(64);
-            let padding = if valid == 64 { 0 } else { !0u64 << valid };
-            w.store(padding, Ordering::Relaxed);
+            w.store(self.padding(i), Ordering::Relaxed);
         }
     }
 
-    /// Claims any free segment and returns its index, or `None` if all are owned.
+    /// Sets the bit of some free segment and returns its index, lowest
+    /// first (a fresh pool hands out segment 0 first).
     #[inline]
     pub fn try_claim(&self) -> Option<usize> {
         let mut budget = CAS_BUDGET;
         for (i, w) in self.words.iter().enumerate() {
-            let valid = (self.count - i * 64).min(64);
-            let padding = if valid == 64 { 0 } else { !0u64 << valid };
-            // Relaxed: a stale value only costs a failed CAS below.
+            let padding = self.padding(i);
+            // Relaxed: a stale value only costs a failed CAS.
             let mut cur = w.load(Ordering::Relaxed);
             loop {
-                let free = !(cur | padding);
+                let free = !(cur | padding) & SEGMENTS;
                 if free == 0 {
                     break;
                 }
                 let bit = free.trailing_zeros();
+                // Acquire pairs with the Release `fetch_and` in `release`.
                 match w.compare_exchange_weak(
                     cur,
                     cur | (1 << bit),
-                    // Acquire pairs with the Release in `release`.
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Some(i * 64 + bit as usize),
+                    Ok(_) => return Some(i * BITS_PER_WORD + bit as usize),
                     Err(actual) => cur = actual,
                 }
                 budget -= 1;
@@ -78,25 +112,57 @@ impl<'a> Bitmap<'a> {
         None
     }
 
-    /// Returns segment `seg` to the free set. Returns whether it was owned
-    /// (false means a double free: a corrupt peer, never our own code).
+    /// Sets `seg`'s bit without claiming: its descriptor is owned already
+    /// (a claimer fixing up the index).
+    pub fn mark(&self, seg: usize) {
+        let (w, bit) = (seg / BITS_PER_WORD, 1u64 << (seg % BITS_PER_WORD));
+        // Relaxed: the index is a hint; the descriptor CAS decided ownership.
+        self.words[w].fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// Clears `seg`'s bit and the word's waiter flag. Returns whether the
+    /// flag was set: then the caller must wake every sleeping producer.
     #[inline]
     pub fn release(&self, seg: usize) -> bool {
-        let (w, bit) = (seg / 64, 1u64 << (seg % 64));
-        // Release pairs with the Acquire in `try_claim`.
+        let (w, bit) = (seg / BITS_PER_WORD, 1u64 << (seg % BITS_PER_WORD));
+        // Release pairs with the Acquire CAS in `try_claim`: the previous
+        // owner's accesses happen-before the next owner's. Acquire pairs
+        // with the Release half of `arm`: a producer's sequence load before
+        // it armed happens-before our wake-up (see `crate::protocol`).
         #[cfg(not(segpool_mutant = "relaxed_release"))]
-        let order = Ordering::Release;
+        let order = Ordering::AcqRel;
         #[cfg(segpool_mutant = "relaxed_release")] // loom-tests mutant
-        let order = Ordering::Relaxed;
-        self.words[w].fetch_and(!bit, order) & bit != 0
+        let order = Ordering::Acquire;
+        self.words[w].fetch_and(!(bit | WAITER), order) & WAITER != 0
     }
 
-    /// Whether segment `seg` is owned right now (a racy snapshot).
+    /// Sets the waiter flag on every word (a producer about to sleep).
+    /// Returns whether any segment was free meanwhile: then the producer
+    /// must try again instead of sleeping.
+    pub fn arm(&self) -> bool {
+        let mut free = false;
+        for (i, w) in self.words.iter().enumerate() {
+            // AcqRel: pairs with `release` (the other end of the handshake).
+            let prev = w.fetch_or(WAITER, Ordering::AcqRel);
+            free |= !(prev | self.padding(i)) & SEGMENTS != 0;
+        }
+        free
+    }
+
+    /// Whether `seg`'s bit is set (a snapshot).
     pub fn is_owned(&self, seg: usize) -> bool {
-        self.words[seg / 64].load(Ordering::Relaxed) & (1 << (seg % 64)) != 0
+        let (w, bit) = (seg / BITS_PER_WORD, 1u64 << (seg % BITS_PER_WORD));
+        self.words[w].load(Ordering::Relaxed) & bit != 0
     }
 
-    /// How many segments are free right now (a racy snapshot).
+    /// Whether any word has its waiter flag set (a snapshot).
+    pub fn armed(&self) -> bool {
+        self.words
+            .iter()
+            .any(|w| w.load(Ordering::Relaxed) & WAITER != 0)
+    }
+
+    /// Number of clear bits (a snapshot).
     pub fn free_count(&self) -> usize {
         (0..self.count).filter(|&s| !self.is_owned(s)).count()
     }
@@ -107,12 +173,14 @@ mod tests {
     use super::*;
 
     fn words(count: usize) -> Vec<AtomicU64> {
-        (0..count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+        (0..count.div_ceil(BITS_PER_WORD))
+            .map(|_| AtomicU64::new(0))
+            .collect()
     }
 
     #[test]
     fn hands_out_each_segment_once_then_none() {
-        for count in [1, 63, 64, 65, 130] {
+        for count in [1, 62, 63, 64, 126, 130] {
             let w = words(count);
             let b = Bitmap::new(&w, count);
             b.init();
@@ -124,13 +192,21 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_bitmap_hands_out_segment_zero_first() {
+        let w = words(8);
+        let b = Bitmap::new(&w, 8);
+        b.init();
+        assert_eq!(b.try_claim(), Some(0));
+    }
+
+    #[test]
     fn release_frees_exactly_that_segment_out_of_order() {
         let w = words(70);
         let b = Bitmap::new(&w, 70);
         b.init();
         while b.try_claim().is_some() {}
-        assert!(b.release(66));
-        assert!(b.release(3));
+        assert!(!b.release(66));
+        assert!(!b.release(3));
         assert_eq!(b.free_count(), 2);
         let mut again = vec![b.try_claim().unwrap(), b.try_claim().unwrap()];
         again.sort();
@@ -139,13 +215,18 @@ mod tests {
     }
 
     #[test]
-    fn double_release_is_reported() {
-        let w = words(8);
-        let b = Bitmap::new(&w, 8);
+    fn arming_reports_a_free_segment_and_the_next_release_reports_the_flag_once() {
+        let w = words(70);
+        let b = Bitmap::new(&w, 70);
         b.init();
-        let s = b.try_claim().unwrap();
-        assert!(b.release(s));
-        assert!(!b.release(s));
+        assert!(b.arm(), "all free: no reason to sleep");
+        while b.try_claim().is_some() {}
+        assert!(!b.arm(), "full: sleep");
+        assert!(b.armed());
+        assert!(b.release(5), "the flag of word 0 was set: wake");
+        assert!(!b.release(6), "cleared with the first release");
+        assert!(b.release(64), "word 1 had its own flag");
+        assert!(!b.armed());
     }
 
     #[test]

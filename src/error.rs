@@ -87,6 +87,25 @@ pub enum Error {
         how: String,
     },
 
+    /// This handle was inherited through `fork`: it belongs to the parent,
+    /// which still owns its segments, so it refuses to act here.
+    #[error(
+        "this pool handle was inherited through fork and is inert in the child; \
+         attach again in the child (SegmentPool::attach with the parent's handle, \
+         whose fd the child inherited)"
+    )]
+    Forked,
+
+    /// Every entry of the participant table is taken by a live process.
+    #[error(
+        "too many processes have this pool open (at most {max}); close the pool in \
+         processes that no longer use it"
+    )]
+    TooManyParticipants {
+        /// Entries in the table.
+        max: usize,
+    },
+
     /// A system call failed.
     #[error("{op}: {source}")]
     Io {

@@ -3,35 +3,64 @@
 //! ```text
 //! offset 0                    Header (repr(C), 7 lines of 128 bytes)
 //!   line 0  Ident              magic, version, sizes, offsets (written once)
-//!   line 1  tail               next publish ticket == units published
-//!   line 2  head               next ticket the consumer takes
+//!   line 1  tail               next publish ticket (a hint: helped on)
+//!   line 2  head               next ticket a consumer takes (a hint: helped on)
 //!   line 3  reclaimed          units whose segments came back
-//!   line 4  space  FutexWord   producers sleep here; bumped on every free
-//!   line 5  data   FutexWord   consumers sleep here; bumped on every publish
+//!   line 4  space  FutexWord   producers sleep here (a sequence)
+//!   line 5  data   FutexWord   consumers sleep here (a sequence)
 //!   line 6  Life               shutdown flag, iteration generation
-//! bitmap_offset               ceil(count/64) x AtomicU64   (bit set = owned)
-//! descs_offset                count x SegmentDesc (64 bytes each)
-//! ring_offset                 ring_capacity x AtomicU64 (publish ring)
+//! parts_offset    (128)       MAX_PARTICIPANTS x Participant (64 bytes each)
+//! bitmap_offset   (128)       ceil(count/63) x AtomicU64   (index of owned segments
+//!                                                          + one "producer asleep" flag)
+//! descs_offset    (128)       count x SegmentDesc (128 bytes each)
+//! ring_offset     (128)       ring_capacity x AtomicU64 (publish ring)
 //! segments_offset (page)      count x segment_stride bytes of payload
 //! ```
 //!
 //! Hot words sit on lines of their own so the producer's and the consumer's
-//! stores do not invalidate each other's lines. Every field is an atomic:
-//! another process may write any of them at any time (see the trust
-//! boundary in the crate docs), and a plain read racing such a write would
-//! be undefined behaviour. [`Layout`] is computed locally from
-//! `(segment_size, count)`; what a peer wrote in the header is only compared
-//! against it ([`Layout::validate`]), never trusted.
-
+//! stores do not invalidate each other's lines; descriptors take 128 bytes so
+//! that neighbouring segments (x86 prefetches lines in pairs) never share.
+//! Every field is an atomic: another process may write any of them at any
+//! time (see the trust boundary in the crate docs), and a plain read racing
+//! such a write would be undefined behaviour. [`Layout`] is computed locally
+//! from `(segment_size, count)`; what a peer wrote in the header is only
+//! compared against it ([`Layout::validate`]), never trusted.
+//!
+//! # Words and their bits
+//! The state words are defined here, with their encodings; what moves them
+//! is in [`crate::protocol`].
+//!
+//! ```text
+//! SegmentDesc::state (u64)
+//!  63                       23 22               3 2      0
+//! +---------------------------+------------------+--------+
+//! | epoch (41 bits)           | owner (20 bits)  | phase  |
+//! +---------------------------+------------------+--------+
+//!   owner = incarnation (12 bits) << 8 | participant index + 1 (8 bits); 0 = nobody
+//!
+//! Participant::state (u64)
+//!  63                                    2 1      0
+//! +---------------------------------------+--------+
+//! | incarnation (counts claims of the entry) | status |   status: 0 FREE, 1 ALIVE
+//! +---------------------------------------+--------+
+//! ```
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
 
 /// `b"SEGPOOL\0"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SEGPOOL\0");
 /// Bumped on any change to this file's layout or to the meaning of a field.
-pub const VERSION: u32 = 1;
-/// The most segments a pool may have (the ring packs a segment index into 24 bits).
-pub const MAX_COUNT: usize = 1 << 20;
+/// Version 2: participants own segments; ring slots name (segment, epoch);
+/// waiters are flags in the words wakers touch anyway.
+pub const VERSION: u32 = 2;
+/// The most segments a pool may have (a ring slot packs a segment index
+/// into 17 bits).
+pub const MAX_COUNT: usize = 1 << 16;
+/// The most processes that may have a pool open at once (each claims an
+/// entry of the participant table; a descriptor names its owner in 8 bits).
+pub const MAX_PARTICIPANTS: usize = 255;
+/// Segments indexed by one bitmap word; its top bit is the waiter flag.
+pub const BITS_PER_WORD: usize = 63;
 /// Alignment of every `write_binary` offset inside a segment.
 #[cfg_attr(loom, allow(dead_code))]
 pub const UNIT_ALIGN: usize = 64;
@@ -68,6 +97,8 @@ pub struct Ident {
     pub count: AtomicU64,
     /// Slots in the publish ring (a power of two >= count).
     pub ring_capacity: AtomicU64,
+    /// Byte offset of the participant table.
+    pub parts_offset: AtomicU64,
     /// Byte offset of the bitmap.
     pub bitmap_offset: AtomicU64,
     /// Byte offset of the descriptors.
@@ -102,16 +133,19 @@ pub const SHUT_DOWN: u32 = 1;
 pub struct Header {
     /// Identity and geometry.
     pub ident: Line<Ident>,
-    /// Next publish ticket; equals the number of units published.
-    /// Advanced (with help) right after a ticket's ring slot is filled.
+    /// Next publish ticket. Advanced (with help) right after a ticket's ring
+    /// slot is filled, so it may trail the ring by the tickets of publishers
+    /// that were preempted or died between the two steps.
     pub tail: Line<AtomicU64>,
-    /// Next ticket the consumer takes.
+    /// Next ticket a consumer takes; the same kind of hint as `tail`.
     pub head: Line<AtomicU64>,
     /// Units whose segments were returned to the pool.
     pub reclaimed: Line<AtomicU64>,
-    /// Producers wait here for a free segment. See [`crate::protocol`] for its bits.
+    /// Producers sleep here for a free segment: a 32-bit sequence, bumped
+    /// by a waker that found a producer's flag in the bitmap.
     pub(crate) space: Line<FutexWord>,
-    /// Consumers wait here for a published unit.
+    /// Consumers sleep here for a published unit: a sequence, bumped by a
+    /// publisher that found a consumer's flag in its ring slot.
     pub(crate) data: Line<FutexWord>,
     /// Shutdown flag and generation.
     pub life: Line<Life>,
@@ -129,6 +163,7 @@ impl Header {
                 segment_size: z64(),
                 count: z64(),
                 ring_capacity: z64(),
+                parts_offset: z64(),
                 bitmap_offset: z64(),
                 descs_offset: z64(),
                 ring_offset: z64(),
@@ -162,7 +197,6 @@ impl SegmentDesc {
             state: AtomicU64::new(0),
             len: AtomicU64::new(0),
             generation: AtomicU32::new(0),
-            owner: AtomicU32::new(0),
         }
     }
 }
@@ -173,47 +207,93 @@ impl Default for SegmentDesc {
     }
 }
 
-/// Phase of a segment, the low 2 bits of [`SegmentDesc::state`].
+/// Phase of a segment, the low 3 bits of [`SegmentDesc::state`].
 pub mod phase {
-    /// In the free pool (its bitmap bit is clear, or about to be).
+    /// In the free pool. Owned by nobody (its bitmap bit may still be set:
+    /// the index follows the descriptor).
     pub const FREE: u64 = 0;
-    /// Claimed by a writer that has not committed.
+    /// Claimed by a writer, which owns it. Stays WRITING after the commit
+    /// put its ticket in the ring, until a consumer takes it: the ring slot,
+    /// not the phase, says "committed".
     pub const WRITING: u64 = 1;
-    /// Committed and in the ring; no consumer has taken it yet.
+    /// Committed and in the ring, owned by nobody: what recovery leaves of
+    /// a dead writer's committed unit, for a consumer to take.
     pub const PUBLISHED: u64 = 2;
-    /// Taken by a consumer; freed when the last view drops.
+    /// Taken by a consumer, which owns it; freed when its last view drops.
     pub const HELD: u64 = 3;
     /// Mask of the phase bits.
-    pub const MASK: u64 = 3;
+    pub const MASK: u64 = 7;
 }
 
-/// Per-segment descriptor, one cache line each.
-#[repr(C, align(64))]
+/// Bits of the owner field below the epoch.
+const OWNER_SHIFT: u32 = 3;
+const OWNER_BITS: u32 = 20;
+const EPOCH_SHIFT: u32 = OWNER_SHIFT + OWNER_BITS;
+/// Largest epoch; epochs wrap within it.
+pub const EPOCH_MASK: u64 = u64::MAX >> EPOCH_SHIFT;
+/// Incarnation bits kept in an owner tag.
+const INCARNATION_BITS: u32 = 12;
+
+/// Per-segment descriptor, on lines of its own.
+#[repr(C, align(128))]
 #[derive(Debug)]
 pub struct SegmentDesc {
-    /// `epoch << 2 | phase`. The epoch counts claims of this segment; every
-    /// handle (lease, unit) remembers the epoch it got, and every transition
-    /// is a compare-and-swap from `(epoch, expected phase)`, so a stale or
-    /// duplicated handle can never move a segment it does not own.
+    /// `epoch | owner | phase` (see the module docs). The epoch counts claims
+    /// of this segment; every handle (lease, unit) remembers the epoch it
+    /// got, and every transition is a compare-and-swap from the whole word,
+    /// so a stale or duplicated handle can never move a segment it does not
+    /// own. The owner is the participant accountable for the segment: it is
+    /// set exactly when the phase is WRITING or HELD.
     pub state: AtomicU64,
-    /// Committed span in bytes (valid once PUBLISHED).
+    /// Committed span in bytes (written before the commit's ring slot).
     pub len: AtomicU64,
     /// Generation the claim belongs to.
     pub generation: AtomicU32,
-    /// Pid of the process that claimed it (for crash recovery and stats).
-    pub owner: AtomicU32,
+}
+
+/// Who owns a segment: a participant entry and the incarnation of it that
+/// claimed the segment, so a recoverer of one incarnation never touches
+/// what the next process in the same entry owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner(u32);
+
+impl Owner {
+    /// Owner tag for entry `index` at `incarnation`.
+    pub fn new(index: usize, incarnation: u64) -> Owner {
+        debug_assert!(index < MAX_PARTICIPANTS);
+        let inc = (incarnation & ((1 << INCARNATION_BITS) - 1)) as u32;
+        Owner((inc << 8) | (index as u32 + 1))
+    }
+
+    /// The participant entry.
+    pub fn index(self) -> usize {
+        (self.0 & 0xff) as usize - 1
+    }
+
+    /// The low bits of the incarnation this tag keeps.
+    pub fn incarnation(self) -> u64 {
+        u64::from(self.0 >> 8)
+    }
+
+    fn bits(self) -> u64 {
+        u64::from(self.0)
+    }
 }
 
 /// Packs a descriptor state word.
 #[inline]
-pub const fn pack(epoch: u64, phase: u64) -> u64 {
-    (epoch << 2) | phase
+pub const fn pack(epoch: u64, owner: Option<Owner>, phase: u64) -> u64 {
+    let owner = match owner {
+        Some(o) => o.0 as u64,
+        None => 0,
+    };
+    ((epoch & EPOCH_MASK) << EPOCH_SHIFT) | (owner << OWNER_SHIFT) | phase
 }
 
 /// The epoch of a state word.
 #[inline]
 pub const fn epoch_of(state: u64) -> u64 {
-    state >> 2
+    state >> EPOCH_SHIFT
 }
 
 /// The phase of a state word.
@@ -222,13 +302,94 @@ pub const fn phase_of(state: u64) -> u64 {
     state & phase::MASK
 }
 
+/// The owner named by a state word, if any.
+#[inline]
+pub fn owner_of(state: u64) -> Option<Owner> {
+    let bits = ((state >> OWNER_SHIFT) & ((1 << OWNER_BITS) - 1)) as u32;
+    (bits & 0xff != 0).then_some(Owner(bits))
+}
+
+impl Owner {
+    /// Whether `state` names this owner.
+    #[inline]
+    pub fn owns(self, state: u64) -> bool {
+        (state >> OWNER_SHIFT) & ((1 << OWNER_BITS) - 1) == self.bits()
+    }
+}
+
+/// One entry of the participant table: a process that created or attached
+/// the pool. The entry is claimed while holding an OFD lock on a byte of
+/// the pool's file that only this entry uses (`crate::liveness`), so the
+/// kernel, not a pid, witnesses whether its process is alive.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Participant {
+    /// `incarnation << 2 | status`; see [`part`].
+    pub state: AtomicU64,
+    /// Random token of this incarnation (tells incarnations apart in stats).
+    pub token: AtomicU64,
+    /// Pid of the process, as it sees itself (for people and for
+    /// `recover_writer`; recovery never trusts it).
+    pub pid: AtomicU32,
+    /// This process's threads asleep waiting for space (monitoring only).
+    pub waiting_space: AtomicU32,
+    /// This process's threads asleep waiting for data (monitoring only).
+    pub waiting_data: AtomicU32,
+}
+
+impl Participant {
+    /// A free entry.
+    pub fn new() -> Self {
+        Participant {
+            state: AtomicU64::new(0),
+            token: AtomicU64::new(0),
+            pid: AtomicU32::new(0),
+            waiting_space: AtomicU32::new(0),
+            waiting_data: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Default for Participant {
+    fn default() -> Self {
+        Participant::new()
+    }
+}
+
+/// [`Participant::state`] encoding.
+pub mod part {
+    /// Nobody: the entry may be claimed.
+    pub const FREE: u64 = 0;
+    /// Claimed by a process that holds the entry's lock, or did until it
+    /// died (then any survivor recovers it).
+    pub const ALIVE: u64 = 1;
+    /// Mask of the status bits.
+    pub const MASK: u64 = 3;
+
+    /// Packs an entry state.
+    pub const fn pack(incarnation: u64, status: u64) -> u64 {
+        (incarnation << 2) | status
+    }
+
+    /// The incarnation of an entry state.
+    pub const fn incarnation(state: u64) -> u64 {
+        state >> 2
+    }
+
+    /// The status of an entry state.
+    pub const fn status(state: u64) -> u64 {
+        state & MASK
+    }
+}
+
 #[cfg(not(loom))]
 const _: () = {
     use core::mem::{align_of, size_of};
-    assert!(size_of::<Ident>() == 88);
+    assert!(size_of::<Ident>() == 96);
     assert!(size_of::<Header>() == 7 * 128);
     assert!(align_of::<Header>() == 128);
-    assert!(size_of::<SegmentDesc>() == 64);
+    assert!(size_of::<SegmentDesc>() == 128);
+    assert!(size_of::<Participant>() == 64);
     assert!(size_of::<FutexWord>() == 4);
 };
 
@@ -243,6 +404,8 @@ pub struct Layout {
     pub ring_capacity: usize,
     /// Page size segments are aligned to.
     pub page_size: usize,
+    /// Byte offset of the participant table.
+    pub parts_offset: usize,
     /// Byte offset of the bitmap.
     pub bitmap_offset: usize,
     /// Byte offset of the descriptors.
@@ -288,11 +451,16 @@ impl Layout {
                 "{count} segments of {segment_size} bytes overflow the address space"
             ))
         };
-        let ring_capacity = count.next_power_of_two();
-        let words = count.div_ceil(64);
-        let bitmap_offset = core::mem::size_of::<Header>();
+        // Twice the segments: a consumer that dies between taking a unit and
+        // emptying its slot leaves a stale ticket, which must not make a
+        // publisher find its slot still full (see `crate::ring`).
+        let ring_capacity = count.next_power_of_two() * 2;
+        let words = count.div_ceil(BITS_PER_WORD);
+        let parts_offset = core::mem::size_of::<Header>();
+        let bitmap_offset = parts_offset + MAX_PARTICIPANTS * 64;
+        let bitmap_offset = align_up(bitmap_offset, 128).ok_or_else(overflow)?;
         let descs_offset = align_up(bitmap_offset + words * 8, 128).ok_or_else(overflow)?;
-        let ring_offset = align_up(descs_offset + count * 64, 128).ok_or_else(overflow)?;
+        let ring_offset = align_up(descs_offset + count * 128, 128).ok_or_else(overflow)?;
         let segments_offset =
             align_up(ring_offset + ring_capacity * 8, page_size).ok_or_else(overflow)?;
         let segment_stride = align_up(segment_size, page_size).ok_or_else(overflow)?;
@@ -306,6 +474,7 @@ impl Layout {
             count,
             ring_capacity,
             page_size,
+            parts_offset,
             bitmap_offset,
             descs_offset,
             ring_offset,
@@ -317,7 +486,13 @@ impl Layout {
 
     /// Number of `AtomicU64` words in the bitmap.
     pub fn bitmap_words(&self) -> usize {
-        self.count.div_ceil(64)
+        self.count.div_ceil(BITS_PER_WORD)
+    }
+
+    /// Bytes of the control area (everything before segment 0): what a
+    /// read-only inspector maps.
+    pub fn control_len(&self) -> usize {
+        self.segments_offset
     }
 
     /// Byte offset of segment `seg` (which the caller has bounds-checked).
@@ -336,6 +511,7 @@ impl Layout {
         st(&ident.segment_size, self.segment_size);
         st(&ident.count, self.count);
         st(&ident.ring_capacity, self.ring_capacity);
+        st(&ident.parts_offset, self.parts_offset);
         st(&ident.bitmap_offset, self.bitmap_offset);
         st(&ident.descs_offset, self.descs_offset);
         st(&ident.ring_offset, self.ring_offset);
@@ -387,6 +563,7 @@ impl Layout {
                 ld(&ident.ring_capacity),
                 expect.ring_capacity,
             ),
+            ("parts_offset", ld(&ident.parts_offset), expect.parts_offset),
             (
                 "bitmap_offset",
                 ld(&ident.bitmap_offset),
@@ -433,9 +610,10 @@ mod tests {
         assert_eq!(l.segments_offset % 4096, 0);
         assert_eq!(l.segment_stride, 4096);
         assert!(l.ring_offset + l.ring_capacity * 8 <= l.segments_offset);
-        assert!(l.descs_offset + 130 * 64 <= l.ring_offset);
+        assert!(l.descs_offset + 130 * 128 <= l.ring_offset);
         assert!(l.bitmap_offset + 3 * 8 <= l.descs_offset);
-        assert_eq!(l.ring_capacity, 256);
+        assert!(l.parts_offset + MAX_PARTICIPANTS * 64 <= l.bitmap_offset);
+        assert_eq!(l.ring_capacity, 512);
         assert_eq!(l.total_len, l.segments_offset + 130 * 4096);
     }
 

@@ -77,9 +77,13 @@ mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+mod fork;
+#[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
 mod handle;
+#[cfg(not(loom))]
+mod liveness;
 #[cfg(not(loom))]
 mod policy;
 #[cfg(not(loom))]
@@ -94,8 +98,8 @@ pub mod subprocess;
 mod writer;
 
 pub use error::{Error, Result};
-pub use layout::MAX_COUNT;
-pub use protocol::Stats;
+pub use layout::{MAX_COUNT, MAX_PARTICIPANTS};
+pub use protocol::{ParticipantView, Recovered, Stats};
 
 #[cfg(not(loom))]
 pub use futex::futex_calls;
@@ -116,6 +120,6 @@ pub use writer::{UnitWriter, Writer};
 pub mod __private {
     pub use crate::bitmap::Bitmap;
     pub use crate::heap::HeapControl;
-    pub use crate::layout::{Header, Ident, Layout, SegmentDesc};
-    pub use crate::protocol::{Control, Lease, Taken, Wait, waiters};
+    pub use crate::layout::{Header, Ident, Layout, Owner, SegmentDesc};
+    pub use crate::protocol::{Control, Lease, Taken, Wait};
 }

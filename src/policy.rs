@@ -9,6 +9,11 @@ use std::time::Duration;
 /// A liveness check run while a call is blocked: its error ends the wait.
 pub type Probe = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
+/// Longest sleep of a blocked call between two sweeps for dead participants
+/// (whose segments then come back, or whose flags get cleared). Bounds the
+/// cost of a lost wake-up of any kind to one slice.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 /// An endpoint's waiting settings.
 #[derive(Clone)]
 pub(crate) struct WaitPolicy {
@@ -47,15 +52,30 @@ impl WaitPolicy {
         self.probe_every = every.max(Duration::from_millis(1));
     }
 
-    /// The protocol's view of a wait of at most `timeout` (None: forever).
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Wait<'_> {
+    /// The protocol's view of a wait of at most `timeout` (None: forever)
+    /// that runs `check` between sleeps: the endpoint's sweep for dead
+    /// participants, then [`probe`](Self::probe). Sleeps are at most
+    /// [`SWEEP_EVERY`] long (or the probe's period, if shorter).
+    pub(crate) fn wait<'p>(
+        &self,
+        timeout: Option<Duration>,
+        check: &'p (dyn Fn() -> Result<()> + Sync),
+    ) -> Wait<'p> {
         let mut wait = Wait::timeout(timeout);
-        wait.probe = self
-            .probe
-            .as_deref()
-            .map(|p| p as &(dyn Fn() -> Result<()> + Sync));
-        wait.probe_every = self.probe_every;
+        wait.probe = Some(check);
+        wait.probe_every = match self.probe {
+            Some(_) => self.probe_every.min(SWEEP_EVERY),
+            None => SWEEP_EVERY,
+        };
         wait.spin = self.spin;
         wait
+    }
+
+    /// Runs the user's probe, if any.
+    pub(crate) fn probe(&self) -> Result<()> {
+        match &self.probe {
+            Some(p) => p(),
+            None => Ok(()),
+        }
     }
 }

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::handle::{ENV_VAR, PoolHandle};
 use crate::layout::Layout;
-use crate::protocol::Stats;
+use crate::protocol::{ParticipantView, Recovered, Stats};
 use crate::reader::Reader;
 use crate::region::{Region, unlink_name};
 use crate::writer::Writer;
@@ -202,7 +202,8 @@ impl SegmentPool {
     /// their segments, unharmed, until they drop. Returns how many queued
     /// units were dropped. Call it from the consumer, between passes.
     pub fn reset(&self) -> Result<u64> {
-        self.region.control().reset()
+        self.region.check_not_inherited()?;
+        self.region.control().reset(self.region.me())
     }
 
     /// The current generation (how many times [`reset`](Self::reset) ran).
@@ -210,43 +211,55 @@ impl SegmentPool {
         self.region.control().generation()
     }
 
-    /// Takes back every segment that process `pid` was writing. Call it only
-    /// once `pid` is known to be dead; returns how many segments came back.
-    /// Refuses (returns 0) for this process's own pid, whose writers are
-    /// alive by definition. A process that `fork`s without `exec` must attach
-    /// again in the child: a pool records its creator's or attacher's pid.
+    /// Recovers every participant (process) of this pool that died, and
+    /// rebuilds the free-segment index: a dead producer's uncommitted units
+    /// come back and its committed units are still delivered; the segments
+    /// a dead consumer held come back. Safe to call from any process at any
+    /// time, by many at once; returns what it did.
+    ///
+    /// Death is witnessed by the kernel (each participant holds an OFD lock
+    /// on the pool's file), never guessed from a pid. Blocked `begin_unit`
+    /// and `recv` calls run this every 100 ms, and [`attach`](Self::attach)
+    /// runs it once, so most programs never call it; the
+    /// [`subprocess`](crate::subprocess) parent calls it as soon as a worker
+    /// dies.
+    pub fn recover_dead(&self) -> Recovered {
+        self.region.sweep()
+    }
+
+    /// Takes back what a dead process `pid` owned: [`recover_dead`]
+    /// restricted to participants that recorded `pid`, returning how many
+    /// segments came back. Returns 0 for this process's own pid and for a
+    /// process that is still alive (its liveness lock is held), so a reused
+    /// pid cannot make it free a live process's segments.
+    ///
+    /// [`recover_dead`]: Self::recover_dead
     pub fn recover_writer(&self, pid: u32) -> usize {
-        // This process's writers are alive by definition: freeing their
-        // segments would hand one to a second `UnitWriter` here while the
-        // first still holds `&mut [u8]` over it (unsound from safe code).
         if pid == self.region.pid() {
             return 0;
         }
-        self.region.control().recover(pid)
+        self.region.recover_pid(pid)
     }
 
-    /// Where segment `seg` lives in this process's mapping, and its usable
-    /// length, for bindings that hand out a raw view of a whole segment
-    /// (SPDL's test suite proves zero-copy by writing through one).
-    /// [`Error::OutOfBounds`] for `seg >= count`.
-    ///
-    /// The pointer is valid while this pool (or any writer, reader or unit
-    /// of it) is alive in this process. Reading or writing through it is
-    /// outside the protocol: it races with whoever owns the segment, so the
-    /// caller must know the segment is its own (a test, a debugger).
-    #[doc(hidden)]
-    pub fn segment_raw(&self, seg: usize) -> Result<(std::ptr::NonNull<u8>, usize)> {
-        let count = self.count();
-        if seg >= count {
-            return Err(Error::OutOfBounds {
-                offset: seg,
-                len: 1,
-                available: count,
-            });
-        }
-        let ptr = self.region.segment_ptr(seg);
-        let ptr = std::ptr::NonNull::new(ptr).expect("a mapping is never at address 0");
-        Ok((ptr, self.segment_size()))
+    /// The processes that have this pool open, as the participant table
+    /// records them, each with whether it is alive.
+    pub fn participants(&self) -> Vec<(ParticipantView, bool)> {
+        self.region
+            .control()
+            .participants()
+            .into_iter()
+            .map(|p| (p, !self.region.is_dead(p.index)))
+            .collect()
+    }
+
+    /// Whether this pool object was inherited through `fork`: then it is
+    /// inert here (its writers and readers return [`Error::Forked`], its
+    /// units and open unit writers free nothing when dropped) and the child
+    /// should [`attach`](Self::attach) again, for example with
+    /// `SegmentPool::attach(&inherited.handle())`, since the child inherited
+    /// the memfd's descriptor too.
+    pub fn is_inherited(&self) -> bool {
+        self.region.inherited()
     }
 
     /// The shm name of a named pool.

@@ -1,82 +1,97 @@
-//! The pool protocol: every state change of a segment, and every wait.
+//! The pool protocol: every state change of a segment and of a participant,
+//! and every wait.
 //!
 //! This is the one place the protocol lives. It works on a [`Control`], a
 //! set of references into a control block, and knows nothing of where that
-//! block is (a shared mapping, or the heap under loom and in property tests)
+//! block is (a shared mapping, or the heap under loom and in property tests),
+//! of how a dead process is noticed (the caller passes a liveness oracle),
 //! nor of payload bytes: callers move bytes, this module moves ownership.
 //!
-//! # A segment's life
-//! ```text
-//!            begin (bitmap CAS 0->1)          commit (state CAS + ring CAS)
-//!   FREE ---------------------------> WRITING --------------------------> PUBLISHED
-//!    ^  ^                                |                                     |
-//!    |  +------ abort / drop / recover --+                        take (ring CAS,
-//!    |                                                              state CAS)
-//!    +------------ release: last view dropped (state CAS, bitmap clear) --- HELD
-//! ```
-//! Each arrow is a compare-and-swap from `(epoch, phase)` on the segment's
-//! descriptor; `begin` starts a new epoch. A handle remembers its epoch, so a
-//! stale handle can never move a segment it no longer owns.
+//! # Owners
+//! Every process that uses a pool first *joins* it: it claims an entry of
+//! the participant table ([`Control::join`]) and gets an [`Owner`] tag (the
+//! entry and its incarnation). A segment is owned exactly when its
+//! descriptor is not FREE, and its state word names the owner in the same
+//! atomic word as its phase and epoch, so there is no instant at which a
+//! segment is owned and nobody is accountable for it:
 //!
-//! # Futex words
-//! `space` (producers wait for a free segment) and `data` (consumers wait for
-//! a published unit) share one format:
 //! ```text
-//!  31                 16 15                 0
-//! +---------------------+-------------------+
-//! | sequence (wrapping) | waiters           |
-//! +---------------------+-------------------+
+//!                claim: bitmap CAS, then               commit: ring slot CAS
+//!                descriptor CAS FREE -> WRITING(me)    EMPTY(t) -> FULL(t, s, e)
+//!   FREE(e) ----------------------------------> WRITING(me, e+1) ------------.
+//!    ^  ^                                          |      (still WRITING: the  |
+//!    |  +-------- abort / drop / recover ----------+       slot says committed) |
+//!    |           (not in the ring)                                             | take: descriptor CAS
+//!    |                                  recover (in the ring)                  | WRITING|PUBLISHED
+//!    |                       WRITING(dead) -----------------> PUBLISHED(-)     | -> HELD(me), then
+//!    |                                                          |              | slot CAS, head on
+//!    +--- release: last view dropped, or recover(dead) --- HELD(me) <----------+
 //! ```
-//! A waiter announces itself with `fetch_add(WAITER)`, re-checks its
-//! condition, then sleeps on the value it just produced. A waker changes the
-//! condition, then `fetch_add(SEQ)`, and calls `FUTEX_WAKE` only if the value
-//! it replaced counted a waiter. Both ends are read-modify-writes of one
-//! word, so the word's modification order decides every race without
-//! `SeqCst` (which loom cannot model): either the waker's RMW comes first and
-//! the waiter's Acquire RMW sees the new condition, or the waiter's comes
-//! first and the waker sees it counted and wakes it (the changed word makes a
-//! late `FUTEX_WAIT` return at once). When nobody sleeps, no syscall is made.
+//!
+//! The commit is the ring slot's compare-and-swap, made while the
+//! descriptor stays WRITING: a consumer takes the descriptor first and
+//! empties the slot second. So a dead writer's segment is committed exactly
+//! when the ring still holds its `(segment, epoch)` or a consumer took it;
+//! recovery reads the ring after the death and decides (see
+//! [`Control::recover`]). A dead consumer's segments are HELD under its
+//! name and come back.
+//!
+//! # Futex words and flags
+//! `space` (producers sleep for a free segment) and `data` (consumers sleep
+//! for a published unit) are plain 32-bit sequences. A sleeper does not
+//! count itself in them; it sets a flag in the word its waker must touch
+//! anyway, and sleeps on the sequence value it read *before* the flag:
+//!
+//! | sleeper | flag | the waker's read-modify-write that sees it |
+//! |---|---|---|
+//! | producer | `WAITER` in every bitmap word ([`Bitmap::arm`]) | the `fetch_and` that frees a segment's bit |
+//! | consumer | `WAITER` in the head slot ([`Ring::arm`]) | the publisher's slot CAS |
+//!
+//! A waker that finds the flag bumps the sequence and wakes every sleeper
+//! on it (the flag is one bit for all of them); one that does not makes no
+//! further access at all. Flag and wake-up are read-modify-writes of one
+//! word, so that word's modification order decides every race without
+//! `SeqCst` (which loom cannot model): either the waker's RMW comes first
+//! and the sleeper's flag RMW sees the freed bit or filled slot, or the
+//! flag comes first and the waker sees it; then the sleeper's sequence read
+//! (sequenced before its flag) happens-before the bump, so its
+//! `FUTEX_WAIT` returns at once or is woken.
+//!
+//! A sleeper that dies leaves its flag behind: the next waker makes one
+//! spurious `FUTEX_WAKE` and clears it. Nothing counts dead sleepers. The
+//! sequence is bumped only for flagged wake-ups and shutdown, and every
+//! real wait sleeps in bounded slices, so a sequence that wraps around
+//! between a sleeper's read and its `FUTEX_WAIT` costs at most one slice.
 //!
 //! # Invariants (see `docs/protocol.md` for the loom model of each)
-//! 1. Exclusivity: a segment is claimed only by the bitmap CAS that sets its
-//!    bit; the bit is cleared only after the descriptor left the phase its
-//!    owner held ([`Control::abort`], [`Control::release`]).
-//! 2. No lost wake-up: every wait goes through [`Control::wait_for`], every
-//!    condition change through `notify`.
+//! 1. Exclusivity: a segment is claimed only by the descriptor CAS from
+//!    FREE; a bitmap bit only says where to look.
+//! 2. No lost wake-up: every wait goes through [`Control::wait_for`]; every
+//!    waker reads the flag in the RMW that changes the condition.
 //! 3. `reclaimed <= published`: a unit is reclaimed only after it was taken,
-//!    and taking a ticket first moves `tail` past it.
+//!    and `published` counts taken tickets.
 //! 4. Order: consumers take tickets in order from the ring ([`crate::ring`]).
 //! 5. Timeouts and shutdown: waits end at their deadline, and the sticky
-//!    shutdown flag is checked by every attempt after the announce.
+//!    shutdown flag is checked by every attempt after the flag is set.
 //! 6. Generations: a unit claimed before a `reset` is never delivered after it.
+//! 7. Accountability: each owned segment names its owner in its state word;
+//!    recovery of a dead owner delivers its committed units and frees the
+//!    rest, idempotently, and racing recoverers are safe.
 
 use crate::bitmap::Bitmap;
 use crate::error::{Error, Result};
-use crate::layout::{Header, Layout, SHUT_DOWN, SegmentDesc, epoch_of, pack, phase, phase_of};
-use crate::ring::Ring;
-use crate::sync::{AtomicU64, Backoff, FutexWord, Ordering, Wake};
+use crate::layout::{
+    EPOCH_MASK, Header, Layout, Owner, Participant, SHUT_DOWN, SegmentDesc, epoch_of, owner_of,
+    pack, part, phase, phase_of,
+};
+use crate::ring::{Peeked, Ring, SLOT_EPOCH_MASK};
+use crate::sync::{AtomicU32, AtomicU64, Backoff, FutexWord, Ordering, Wake};
 use std::time::{Duration, Instant};
 
-/// One waiter in a futex word's low half.
-const WAITER: u32 = 1;
-/// Mask of the waiter count.
-const WAITERS: u32 = 0xffff;
-/// One step of the sequence in the high half.
-#[cfg_attr(segpool_mutant = "notify_load", allow(dead_code))]
-const SEQ: u32 = 1 << 16;
+/// One step of a futex word's sequence.
+const SEQ: u32 = 1;
 /// `FUTEX_WAKE` count that means "everyone".
 const ALL: u32 = i32::MAX as u32;
-
-#[inline]
-fn has_waiters(word: u32) -> bool {
-    word & WAITERS != 0
-}
-
-/// Waiters counted in a futex word.
-#[inline]
-pub fn waiters(word: u32) -> u32 {
-    word & WAITERS
-}
 
 /// Ownership of a segment being written: what `begin` hands out.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +102,14 @@ pub struct Lease {
     pub epoch: u64,
     /// Generation the claim belongs to.
     pub generation: u32,
+    /// Who claimed it.
+    pub owner: Owner,
+}
+
+impl Lease {
+    fn state(&self) -> u64 {
+        pack(self.epoch, Some(self.owner), phase::WRITING)
+    }
 }
 
 /// A unit a consumer took: the segment is HELD until [`Control::release`].
@@ -102,6 +125,8 @@ pub struct Taken {
     pub len: usize,
     /// Generation it was written in.
     pub generation: u32,
+    /// Who holds it.
+    pub owner: Owner,
 }
 
 /// How long and how a blocking call may wait.
@@ -111,8 +136,8 @@ pub struct Wait<'p> {
     pub deadline: Option<Instant>,
     /// The timeout the deadline came from, for the error message.
     pub timeout: Duration,
-    /// A liveness check run between futex sleeps (see `probe_every`): its
-    /// error ends the wait. Used to notice a dead peer.
+    /// A check run between futex sleeps (see `probe_every`): its error ends
+    /// the wait. Used to notice a dead peer and to recover dead participants.
     pub probe: Option<&'p (dyn Fn() -> Result<()> + Sync)>,
     /// Longest single sleep when a probe is set.
     pub probe_every: Duration,
@@ -159,12 +184,62 @@ pub struct Stats {
     pub generation: u32,
     /// Whether `shutdown_arena` was called.
     pub shutdown: bool,
+    /// Processes that have the pool open (participant entries in use).
+    pub participants: usize,
+}
+
+/// What one recovery did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Dead participants whose entries were recovered and freed.
+    pub participants: usize,
+    /// Segments that came back: uncommitted units of dead writers, and
+    /// units dead readers held.
+    pub freed: usize,
+    /// Committed units of dead writers, left in the ring to be delivered.
+    pub delivered: usize,
+    /// Index bits set over free descriptors, cleared.
+    pub scrubbed: usize,
+}
+
+impl std::ops::AddAssign for Recovered {
+    fn add_assign(&mut self, o: Recovered) {
+        self.participants += o.participants;
+        self.freed += o.freed;
+        self.delivered += o.delivered;
+        self.scrubbed += o.scrubbed;
+    }
+}
+
+/// One participant entry as seen by a monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParticipantView {
+    /// Entry index.
+    pub index: usize,
+    /// Incarnation of the entry.
+    pub incarnation: u64,
+    /// Pid the process recorded.
+    pub pid: u32,
+    /// Its random token.
+    pub token: u64,
+    /// Segments its state words name it as owner of.
+    pub segments: usize,
+    /// Its threads asleep for space / for data.
+    pub waiting: (u32, u32),
+}
+
+/// Which futex word a wait sleeps on.
+#[derive(Clone, Copy)]
+enum Side {
+    Space,
+    Data,
 }
 
 /// References to one control block. Cheap to copy; all methods take `&self`.
 #[derive(Clone, Copy, Debug)]
 pub struct Control<'a> {
     hdr: &'a Header,
+    parts: &'a [Participant],
     bitmap: Bitmap<'a>,
     descs: &'a [SegmentDesc],
     ring: Ring<'a>,
@@ -173,19 +248,23 @@ pub struct Control<'a> {
 
 impl<'a> Control<'a> {
     /// A control over the given parts, which must match `layout`
-    /// (`bitmap_words()` words, `count` descriptors, `ring_capacity` slots).
+    /// (`MAX_PARTICIPANTS` entries, `bitmap_words()` words, `count`
+    /// descriptors, `ring_capacity` slots).
     pub fn new(
         hdr: &'a Header,
+        parts: &'a [Participant],
         bitmap: &'a [AtomicU64],
         descs: &'a [SegmentDesc],
         ring: &'a [AtomicU64],
         layout: &Layout,
     ) -> Self {
+        assert_eq!(parts.len(), crate::layout::MAX_PARTICIPANTS);
         assert_eq!(bitmap.len(), layout.bitmap_words());
         assert_eq!(descs.len(), layout.count);
         assert_eq!(ring.len(), layout.ring_capacity);
         Control {
             hdr,
+            parts,
             bitmap: Bitmap::new(bitmap, layout.count),
             descs,
             ring: Ring::new(ring, &hdr.tail, &hdr.head),
@@ -199,8 +278,11 @@ impl<'a> Control<'a> {
         self.bitmap.init();
         self.ring.init();
         for d in self.descs {
-            d.state.store(pack(0, phase::FREE), Ordering::Relaxed);
+            d.state.store(pack(0, None, phase::FREE), Ordering::Relaxed);
             d.len.store(0, Ordering::Relaxed);
+        }
+        for p in self.parts {
+            p.state.store(part::pack(0, part::FREE), Ordering::Relaxed);
         }
         self.hdr.reclaimed.store(0, Ordering::Relaxed);
         self.hdr.space.store(0, Ordering::Relaxed);
@@ -221,19 +303,236 @@ impl<'a> Control<'a> {
 
     /// Units whose segments came back so far.
     pub fn reclaimed(&self) -> u64 {
-        // Acquire pairs with the Release increment in `release`.
+        // Acquire pairs with the Release increment in `finish` (O7).
         self.hdr.reclaimed.load(Ordering::Acquire)
     }
 
     /// Whether `shutdown` ran (sticky).
     pub fn is_shutdown(&self) -> bool {
-        // Acquire pairs with the Release store in `shutdown`.
+        // Acquire pairs with the Release store in `shutdown` (O8).
         self.hdr.life.shutdown.load(Ordering::Acquire) == SHUT_DOWN
     }
 
     /// The current generation.
     pub fn generation(&self) -> u32 {
+        // Acquire pairs with the AcqRel bump in `reset` (O9).
         self.hdr.life.generation.load(Ordering::Acquire)
+    }
+
+    // ----- participants ----------------------------------------------------
+
+    /// Claims a participant entry for this process. `try_lock(i)` must take
+    /// the process-exclusive liveness witness of entry `i` (an OFD lock on
+    /// a mapping, a flag on the heap) and say whether it got it: holding it
+    /// is what makes the entry ours, so an entry left ALIVE by a dead
+    /// process is recovered here before it is reused.
+    pub fn join(
+        &self,
+        try_lock: &mut dyn FnMut(usize) -> bool,
+        pid: u32,
+        token: u64,
+    ) -> Result<Owner> {
+        for (i, p) in self.parts.iter().enumerate() {
+            if !try_lock(i) {
+                continue;
+            }
+            // We hold the witness: whoever had this entry is dead.
+            let mut st = p.state.load(Ordering::Acquire);
+            for _ in 0..4 {
+                if part::status(st) == part::ALIVE {
+                    self.recover(i, part::incarnation(st));
+                    st = p.state.load(Ordering::Acquire);
+                    continue;
+                }
+                // Relaxed: monitors read these after the state's Acquire.
+                p.pid.store(pid, Ordering::Relaxed);
+                p.token.store(token, Ordering::Relaxed);
+                p.waiting_space.store(0, Ordering::Relaxed);
+                p.waiting_data.store(0, Ordering::Relaxed);
+                let inc = part::incarnation(st).wrapping_add(1) & (u64::MAX >> 2);
+                // AcqRel: publishes pid and token to monitors; pairs with a
+                // recoverer's CAS of the same word.
+                match p.state.compare_exchange(
+                    st,
+                    part::pack(inc, part::ALIVE),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Ok(Owner::new(i, inc)),
+                    Err(now) => st = now,
+                }
+            }
+            return Err(Error::Corrupt(format!(
+                "participant entry {i} keeps changing under its lock holder"
+            )));
+        }
+        Err(Error::TooManyParticipants {
+            max: self.parts.len(),
+        })
+    }
+
+    /// Leaves the pool: hands this participant's committed units to the
+    /// ring's care, frees anything else it still owns (nothing, when every
+    /// lease and view was dropped) and frees its entry. The caller then
+    /// drops the liveness witness.
+    pub fn leave(&self, me: Owner) -> Recovered {
+        self.recover(me.index(), self.incarnation_of(me))
+    }
+
+    fn incarnation_of(&self, me: Owner) -> u64 {
+        part::incarnation(self.parts[me.index()].state.load(Ordering::Acquire))
+    }
+
+    /// Recovers every participant `is_dead` names dead, then scrubs the
+    /// index. Safe to run from any process, at any time, by many at once:
+    /// every step is a CAS from a state only the dead owner could be in.
+    /// `is_dead(i)` must be called after entry `i`'s state was read (it is),
+    /// and must never say "dead" of a process that still runs.
+    pub fn recover_dead(&self, is_dead: &dyn Fn(usize) -> bool) -> Recovered {
+        let mut total = Recovered::default();
+        for (i, p) in self.parts.iter().enumerate() {
+            let st = p.state.load(Ordering::Acquire);
+            if part::status(st) == part::ALIVE && is_dead(i) {
+                total += self.recover(i, part::incarnation(st));
+            }
+        }
+        total.scrubbed += self.scrub();
+        total
+    }
+
+    /// Recovers participant `index` at `incarnation`, which must be dead
+    /// (or be the caller, leaving with nothing in flight):
+    /// - its uncommitted segments (WRITING, not in the ring) come back;
+    /// - its committed units (WRITING, in the ring) become PUBLISHED with no
+    ///   owner and are still delivered;
+    /// - the segments it held as a reader come back (and count as reclaimed);
+    /// - its entry is freed.
+    ///
+    /// Why reading the ring once decides "committed": the owner is dead, so
+    /// no slot naming one of its claims is filled after this point; a slot
+    /// that names it is emptied only after a consumer moved the descriptor
+    /// out of WRITING (take: descriptor first, slot second), and then our
+    /// CAS from WRITING fails. So a WRITING descriptor whose claim was not in
+    /// the ring when we read it was never committed.
+    pub fn recover(&self, index: usize, incarnation: u64) -> Recovered {
+        let mut r = Recovered::default();
+        let Some(p) = self.parts.get(index) else {
+            return r;
+        };
+        let owner = Owner::new(index, incarnation);
+        // Every (segment, slot epoch) the ring holds now: at most `capacity`.
+        let mut in_ring: Vec<(usize, u64)> = Vec::new();
+        self.ring
+            .holds(&mut |seg, epoch| in_ring.push((seg, epoch)));
+        in_ring.sort_unstable();
+        #[cfg(segpool_mutant = "recover_ignores_ring")] // loom-tests mutant
+        in_ring.clear();
+        for (seg, d) in self.descs.iter().enumerate() {
+            // Acquire pairs with the claim CAS (AcqRel): the owner in this
+            // word is the claim's, in the same word as its epoch.
+            let st = d.state.load(Ordering::Acquire);
+            if !owner.owns(st) {
+                continue;
+            }
+            match phase_of(st) {
+                phase::WRITING => {
+                    let key = (seg, epoch_of(st) & SLOT_EPOCH_MASK);
+                    if in_ring.binary_search(&key).is_ok() {
+                        // Relaxed: the payload reaches the consumer through
+                        // the publisher's slot CAS (O1), not through us.
+                        if d.state
+                            .compare_exchange(
+                                st,
+                                pack(epoch_of(st), None, phase::PUBLISHED),
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            )
+                            .is_ok()
+                        {
+                            r.delivered += 1;
+                        }
+                    } else if self.finish(seg, st, false) {
+                        r.freed += 1;
+                    }
+                }
+                phase::HELD if self.finish(seg, st, true) => r.freed += 1,
+                _ => {}
+            }
+        }
+        // Monitoring counts of the dead: nothing wakes on them.
+        p.waiting_space.store(0, Ordering::Relaxed);
+        p.waiting_data.store(0, Ordering::Relaxed);
+        // AcqRel: pairs with `join`'s CAS. Fails if another recoverer or the
+        // entry's next claimant got there first, which is as good.
+        if p.state
+            .compare_exchange(
+                part::pack(incarnation, part::ALIVE),
+                part::pack(incarnation, part::FREE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            r.participants += 1;
+        }
+        r
+    }
+
+    /// Rebuilds the index from the descriptors: clears bits set over FREE
+    /// descriptors (a claimer or releaser died between its two steps) and
+    /// sets bits missing over owned ones. Returns how many bits it cleared.
+    pub fn scrub(&self) -> usize {
+        let mut n = 0;
+        for (seg, d) in self.descs.iter().enumerate() {
+            // Acquire pairs with `finish`'s Release CAS: a claimer that gets
+            // the bit we clear sees the previous owner's accesses (through
+            // us) as well as through the descriptor.
+            let st = d.state.load(Ordering::Acquire);
+            let owned = self.bitmap.is_owned(seg);
+            if phase_of(st) == phase::FREE && owned {
+                if self.bitmap.release(seg) {
+                    notify(&self.hdr.space);
+                }
+                n += 1;
+            } else if phase_of(st) != phase::FREE && !owned {
+                self.bitmap.mark(seg);
+            }
+        }
+        n
+    }
+
+    /// Monitors' view of the participant entries in use.
+    pub fn participants(&self) -> Vec<ParticipantView> {
+        let mut out: Vec<ParticipantView> = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                let st = p.state.load(Ordering::Acquire);
+                (part::status(st) == part::ALIVE).then(|| ParticipantView {
+                    index,
+                    incarnation: part::incarnation(st),
+                    pid: p.pid.load(Ordering::Relaxed),
+                    token: p.token.load(Ordering::Relaxed),
+                    segments: 0,
+                    waiting: (
+                        p.waiting_space.load(Ordering::Relaxed),
+                        p.waiting_data.load(Ordering::Relaxed),
+                    ),
+                })
+            })
+            .collect();
+        for d in self.descs {
+            if let Some(o) = owner_of(d.state.load(Ordering::Relaxed)) {
+                if let Some(v) = out
+                    .iter_mut()
+                    .find(|v| v.index == o.index() && Owner::new(v.index, v.incarnation) == o)
+                {
+                    v.segments += 1;
+                }
+            }
+        }
+        out
     }
 
     // ----- producer side ---------------------------------------------------
@@ -241,52 +540,76 @@ impl<'a> Control<'a> {
     /// Claims a free segment for writing, without waiting.
     /// `Ok(None)`: none free. `Err(Shutdown)` after `shutdown`.
     #[inline]
-    pub fn try_begin(&self, pid: u32) -> Result<Option<Lease>> {
-        self.try_begin_in(pid, self.generation())
+    pub fn try_begin(&self, me: Owner) -> Result<Option<Lease>> {
+        self.try_begin_in(me, self.generation())
     }
 
     /// Claims a free segment, waiting for one as `wait` allows. The lease
     /// belongs to the generation current when `begin` was *called*: a
     /// producer that waited across a `reset` gets `Stale` at commit rather
     /// than slipping a unit of the old pass into the new one.
-    pub fn begin(&self, pid: u32, wait: &Wait<'_>) -> Result<Lease> {
+    pub fn begin(&self, me: Owner, wait: &Wait<'_>) -> Result<Lease> {
         let generation = self.generation();
-        self.wait_for(&self.hdr.space, wait, || self.try_begin_in(pid, generation))
+        self.wait_for(Side::Space, me, wait, || self.try_begin_in(me, generation))
     }
 
-    fn try_begin_in(&self, pid: u32, generation: u32) -> Result<Option<Lease>> {
+    fn try_begin_in(&self, me: Owner, generation: u32) -> Result<Option<Lease>> {
         if self.is_shutdown() {
             return Err(Error::Shutdown);
         }
-        Ok(self
-            .bitmap
-            .try_claim()
-            .map(|seg| self.start_writing(seg, pid, generation)))
+        // Bounded: each failed descriptor CAS leaves the bit set over an
+        // owned segment, so the scan moves on; `count` rounds bound a peer
+        // that frees and re-takes behind our back.
+        for _ in 0..=self.count() {
+            let Some(seg) = self.bitmap.try_claim() else {
+                return Ok(None);
+            };
+            if let Some(lease) = self.start_writing(seg, me, generation) {
+                return Ok(Some(lease));
+            }
+        }
+        Ok(None)
     }
 
-    fn start_writing(&self, seg: usize, pid: u32, generation: u32) -> Lease {
+    /// Takes the descriptor of `seg`, whose bit we just set. `None` if the
+    /// descriptor is owned after all (the index lagged): the bit stays set,
+    /// which is right for an owned segment.
+    #[inline]
+    fn start_writing(&self, seg: usize, me: Owner, generation: u32) -> Option<Lease> {
         let d = &self.descs[seg];
-        d.owner.store(pid, Ordering::Relaxed);
-        d.generation.store(generation, Ordering::Relaxed);
-        // Relaxed: we own the bit, so only stale handles race with us here,
-        // and their compare-and-swaps fail against any new epoch. Consumers
-        // see these fields through the Release of `commit`.
-        let epoch = epoch_of(d.state.load(Ordering::Relaxed)).wrapping_add(1) & (u64::MAX >> 2);
-        // Release pairs with the Acquire state load in `recover`: whoever
-        // sees this epoch's WRITING sees this epoch's owner.
-        d.state
-            .store(pack(epoch, phase::WRITING), Ordering::Release);
-        Lease {
-            seg,
-            epoch,
-            generation,
+        // Relaxed: the bitmap CAS acquired the release that freed it; a
+        // stale value only makes the CAS below fail.
+        let st = d.state.load(Ordering::Relaxed);
+        if phase_of(st) != phase::FREE {
+            return None;
         }
+        let epoch = epoch_of(st).wrapping_add(1);
+        // AcqRel: Acquire pairs with `finish`'s Release (O2: the previous
+        // owner's accesses happen-before ours, whichever way we found the
+        // segment); Release gives recoverers and consumers this epoch's owner.
+        d.state
+            .compare_exchange(
+                st,
+                pack(epoch, Some(me), phase::WRITING),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        // Relaxed: consumers read it after the commit's Release slot CAS.
+        d.generation.store(generation, Ordering::Relaxed);
+        Some(Lease {
+            seg,
+            epoch: epoch & EPOCH_MASK,
+            generation,
+            owner: me,
+        })
     }
 
     /// Publishes a written unit of `len` bytes; returns its ticket.
     ///
-    /// On `Shutdown` or `Stale` (a `reset` since `begin`) the segment goes
-    /// back to the pool and nothing is published.
+    /// On `Shutdown` or `Stale` (a `reset` since `begin`, or the lease was
+    /// taken back) the segment goes back to the pool and nothing is
+    /// published.
     pub fn commit(&self, lease: Lease, len: usize) -> Result<u64> {
         debug_assert!(len <= self.segment_size);
         if self.is_shutdown() {
@@ -298,39 +621,24 @@ impl<'a> Control<'a> {
             return Err(Error::Stale);
         }
         let d = &self.descs[lease.seg];
-        if d.state
-            .compare_exchange(
-                pack(lease.epoch, phase::WRITING),
-                pack(lease.epoch, phase::PUBLISHED),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            // Recovered by someone else: the segment is no longer ours.
+        // Relaxed: only a recoverer that wrongly took us for dead changes our
+        // descriptor; this spares the consumer a stale slot in that case.
+        if d.state.load(Ordering::Relaxed) != lease.state() {
             return Err(Error::Stale);
         }
-        // After the CAS: a stale lease must not overwrite the len of the
-        // segment's next owner. Relaxed: the consumer reads it after its
-        // Acquire of the ring slot, which the Release CAS in `Ring::push`
-        // publishes.
+        // Relaxed: published by the Release of the slot CAS in `Ring::push`.
         d.len.store(len as u64, Ordering::Relaxed);
-        match self.ring.push(lease.seg) {
-            Ok(ticket) => {
-                notify(&self.hdr.data, 1);
-                Ok(ticket)
-            }
-            Err(e) => {
-                self.finish(lease.seg, lease.epoch, phase::PUBLISHED, false);
-                Err(e)
-            }
+        let (ticket, flagged) = self.ring.push(lease.seg, lease.epoch)?;
+        if flagged {
+            notify(&self.hdr.data);
         }
+        Ok(ticket)
     }
 
     /// Gives a claimed, uncommitted segment back. Returns false if the lease
     /// was stale (the segment was reset or recovered meanwhile).
     pub fn abort(&self, lease: Lease) -> bool {
-        self.finish(lease.seg, lease.epoch, phase::WRITING, false)
+        self.finish(lease.seg, lease.state(), false)
     }
 
     // ----- consumer side ---------------------------------------------------
@@ -339,16 +647,16 @@ impl<'a> Control<'a> {
     /// `Ok(None)`: nothing published. `Err(Shutdown)`: nothing published and
     /// the pool is shut down (units published before shutdown still come out).
     #[inline]
-    pub fn try_take(&self) -> Result<Option<Taken>> {
+    pub fn try_take(&self, me: Owner) -> Result<Option<Taken>> {
         // Bounded: honestly at most `count` stale units are queued; a peer
         // that feeds more only gets this attempt reported empty.
         for _ in 0..=self.count() {
-            match self.pop()? {
+            match self.pop_before(me, None)? {
                 None if self.is_shutdown() => return Err(Error::Shutdown),
                 None => return Ok(None),
                 Some(t) if t.generation != self.generation() => {
                     // Claimed before a reset: never delivered.
-                    self.release(t.seg, t.epoch);
+                    self.release(&t);
                 }
                 Some(t) => return Ok(Some(t)),
             }
@@ -357,84 +665,120 @@ impl<'a> Control<'a> {
     }
 
     /// Takes the next unit, waiting as `wait` allows.
-    pub fn take(&self, wait: &Wait<'_>) -> Result<Taken> {
-        self.wait_for(&self.hdr.data, wait, || self.try_take())
+    pub fn take(&self, me: Owner, wait: &Wait<'_>) -> Result<Taken> {
+        self.wait_for(Side::Data, me, wait, || self.try_take(me))
     }
 
-    /// Pops the next ticket and moves its segment PUBLISHED -> HELD.
-    fn pop(&self) -> Result<Option<Taken>> {
-        self.pop_before(None)
-    }
-
-    /// [`pop`](Self::pop), only for tickets below `end` when given.
-    fn pop_before(&self, end: Option<u64>) -> Result<Option<Taken>> {
-        let Some((ticket, seg)) = self.ring.pop(end)? else {
-            return Ok(None);
-        };
-        let Some(d) = self.descs.get(seg) else {
-            return Err(Error::Corrupt(format!(
-                "ticket {ticket} names segment {seg} of {}",
-                self.count()
-            )));
-        };
-        // Relaxed: the slot CAS in `Ring::pop` acquired the publisher's
-        // push, so its PUBLISHED state, len, generation and bytes already
-        // happen-before this load.
-        let state = d.state.load(Ordering::Relaxed);
-        let epoch = epoch_of(state);
-        if phase_of(state) != phase::PUBLISHED
-            || d.state
-                .compare_exchange(
-                    state,
-                    pack(epoch, phase::HELD),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            return Err(Error::Corrupt(format!(
-                "ticket {ticket} names segment {seg}, which is not in the published phase"
-            )));
+    /// Takes the descriptor of the next ticket below `end` (WRITING or
+    /// PUBLISHED -> HELD(me)), then empties its slot. Slots whose claim is
+    /// gone (stale) are emptied and stepped over.
+    fn pop_before(&self, me: Owner, end: Option<u64>) -> Result<Option<Taken>> {
+        // Honest rings hold at most `count` stale slots.
+        for _ in 0..=2 * self.count() {
+            let Some(p) = self.ring.peek(end)? else {
+                return Ok(None);
+            };
+            let Some(d) = self.descs.get(p.seg) else {
+                return Err(Error::Corrupt(format!(
+                    "ticket {} names segment {} of {}",
+                    p.ticket,
+                    p.seg,
+                    self.count()
+                )));
+            };
+            if let Some(t) = self.take_desc(me, d, &p)? {
+                self.ring.consume(&p);
+                return self.checked(t).map(Some);
+            }
+            // Stale: its claim was taken by another consumer that has not
+            // emptied the slot yet, or left by a consumer that died there.
+            self.ring.consume(&p);
         }
-        let len = d.len.load(Ordering::Relaxed);
-        let generation = d.generation.load(Ordering::Relaxed);
-        match usize::try_from(len) {
-            Ok(len) if len <= self.segment_size => Ok(Some(Taken {
-                ticket,
-                seg,
-                epoch,
-                len,
-                generation,
-            })),
-            _ => {
-                self.release(seg, epoch);
-                Err(Error::Corrupt(format!(
-                    "ticket {ticket} claims {len} bytes in a {}-byte segment",
-                    self.segment_size
-                )))
+        Err(Error::Corrupt(
+            "the publish ring holds more stale tickets than segments".into(),
+        ))
+    }
+
+    /// The descriptor CAS of a take; `None` if the slot is stale.
+    #[inline]
+    fn take_desc(&self, me: Owner, d: &SegmentDesc, p: &Peeked) -> Result<Option<Taken>> {
+        // Relaxed: `peek` acquired the slot (O1), so the publisher's claim
+        // and everything it wrote before its slot CAS is visible.
+        let mut st = d.state.load(Ordering::Relaxed);
+        for _ in 0..64 {
+            let ph = phase_of(st);
+            let live = (ph == phase::WRITING || ph == phase::PUBLISHED)
+                && epoch_of(st) & SLOT_EPOCH_MASK == p.epoch;
+            #[cfg(segpool_mutant = "stale_slot_taken")] // loom-tests mutant: no epoch check
+            let live = ph == phase::WRITING || ph == phase::PUBLISHED;
+            if !live {
+                return Ok(None);
+            }
+            let epoch = epoch_of(st);
+            // Relaxed: the payload is ordered by O1; a recoverer's CAS only
+            // changes who is accountable.
+            match d.state.compare_exchange(
+                st,
+                pack(epoch, Some(me), phase::HELD),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(Some(Taken {
+                        ticket: p.ticket,
+                        seg: p.seg,
+                        epoch,
+                        // Relaxed: as for the state load above.
+                        len: d.len.load(Ordering::Relaxed) as usize,
+                        generation: d.generation.load(Ordering::Relaxed),
+                        owner: me,
+                    }));
+                }
+                Err(now) => st = now,
             }
         }
+        Err(Error::Corrupt(format!(
+            "segment {}'s descriptor never settles",
+            p.seg
+        )))
+    }
+
+    /// Bounds-checks what a peer wrote in a taken unit's descriptor.
+    fn checked(&self, t: Taken) -> Result<Taken> {
+        if t.len <= self.segment_size && (t.len as u64) < (1 << 63) {
+            return Ok(t);
+        }
+        self.release(&t);
+        Err(Error::Corrupt(format!(
+            "ticket {} claims {} bytes in a {}-byte segment",
+            t.ticket, t.len, self.segment_size
+        )))
     }
 
     /// Returns a taken unit's segment to the pool (its last view dropped).
-    /// Returns false, and does nothing, for a stale `(seg, epoch)`.
+    /// Returns false, and does nothing, for a stale unit.
     #[inline]
-    pub fn release(&self, seg: usize, epoch: u64) -> bool {
-        self.finish(seg, epoch, phase::HELD, true)
+    pub fn release(&self, t: &Taken) -> bool {
+        self.finish(t.seg, pack(t.epoch, Some(t.owner), phase::HELD), true)
     }
 
-    /// Moves `seg` from `(epoch, from)` to FREE and frees its bit.
-    fn finish(&self, seg: usize, epoch: u64, from: u64, counted: bool) -> bool {
+    /// Moves `seg` from exactly `from` to FREE and frees its bit, waking
+    /// sleeping producers if one flagged the bitmap.
+    fn finish(&self, seg: usize, from: u64, counted: bool) -> bool {
         let Some(d) = self.descs.get(seg) else {
             return false;
         };
-        // Relaxed: atomicity is all this CAS needs; the bytes are ordered by
-        // the bitmap's Release below.
+        #[cfg(not(segpool_mutant = "relaxed_release"))]
+        let order = Ordering::Release;
+        #[cfg(segpool_mutant = "relaxed_release")] // loom-tests mutant
+        let order = Ordering::Relaxed;
+        // Release pairs with the claim CAS's Acquire (O2): everything this
+        // owner did with the bytes happens-before the next owner's access.
         if d.state
             .compare_exchange(
-                pack(epoch, from),
-                pack(epoch, phase::FREE),
-                Ordering::Relaxed,
+                from,
+                pack(epoch_of(from), None, phase::FREE),
+                order,
                 Ordering::Relaxed,
             )
             .is_err()
@@ -442,33 +786,33 @@ impl<'a> Control<'a> {
             return false;
         }
         if counted {
-            // Release pairs with the Acquire in `reclaimed` (a monitor that
-            // sees the count sees the FREE state). Incremented before the bit
-            // is freed, so the producer that gets the segment sees the count
-            // through the bitmap's Release/Acquire (loom model m6).
+            // Release pairs with the Acquire in `reclaimed` (O7). Before the
+            // bit is freed, so a producer that finds the segment through the
+            // bitmap sees the count (loom model m6).
             self.hdr.reclaimed.fetch_add(1, Ordering::Release);
         }
-        self.bitmap.release(seg);
-        notify(&self.hdr.space, 1);
+        if self.bitmap.release(seg) {
+            notify(&self.hdr.space);
+        }
         true
     }
 
     // ----- lifecycle ---------------------------------------------------------
 
-    /// Sets the sticky shutdown flag and wakes every waiter on both words.
+    /// Sets the sticky shutdown flag and wakes every sleeper on both words.
     pub fn shutdown(&self) {
         // Release pairs with the Acquire in `is_shutdown`, which every
-        // attempt runs after its announce on the word `notify` bumps.
+        // attempt runs after its sequence read and flag.
         self.hdr.life.shutdown.store(SHUT_DOWN, Ordering::Release);
-        notify(&self.hdr.space, ALL);
-        notify(&self.hdr.data, ALL);
+        notify(&self.hdr.space);
+        notify(&self.hdr.data);
     }
 
     /// Starts a new generation: units published and not yet taken are
     /// dropped, units being written will fail to commit with `Stale`, and
     /// views still held keep their segments until they drop. Returns the
     /// number of queued units dropped. Consumer side, between iterations.
-    pub fn reset(&self) -> Result<u64> {
+    pub fn reset(&self, me: Owner) -> Result<u64> {
         // Tickets below `end` were claimed before the bump (O4: each claim
         // happens-before the tail advance this Acquire load reads), so all
         // are of an old generation. Later tickets may be of the new one and
@@ -478,67 +822,52 @@ impl<'a> Control<'a> {
         let mut dropped = 0;
         // At most `count` units are queued: the bound only stops a peer.
         for _ in 0..self.count() {
-            let Some(t) = self.pop_before(Some(end))? else {
+            let Some(t) = self.pop_before(me, Some(end))? else {
                 break;
             };
-            self.release(t.seg, t.epoch);
+            self.release(&t);
             dropped += 1;
         }
         Ok(dropped)
     }
 
-    /// Frees every segment that process `pid` was writing: call it once the
-    /// process is known dead. Returns how many segments came back.
-    pub fn recover(&self, pid: u32) -> usize {
-        let mut n = 0;
-        for (seg, d) in self.descs.iter().enumerate() {
-            // State first, then owner: Acquire pairs with the Release store
-            // in `start_writing`, so the owner read belongs to this epoch (or
-            // a later one, and then the CAS in `finish` fails). Read the other
-            // way round, a live writer's fresh claim of a segment whose owner
-            // field still names `pid` would be freed under it.
-            let state = d.state.load(Ordering::Acquire);
-            if phase_of(state) == phase::WRITING
-                && d.owner.load(Ordering::Relaxed) == pid
-                && self.finish(seg, epoch_of(state), phase::WRITING, false)
-            {
-                n += 1;
-            }
-        }
-        n
-    }
-
     /// A snapshot for monitoring.
     pub fn stats(&self) -> Stats {
+        let published = self.published();
         let mut s = Stats {
             reclaimed: self.reclaimed(),
-            published: self.published(),
+            published,
             generation: self.generation(),
             shutdown: self.is_shutdown(),
-            waiting_producers: waiters(self.hdr.space.load(Ordering::Relaxed)),
-            waiting_consumers: waiters(self.hdr.data.load(Ordering::Relaxed)),
             ..Stats::default()
         };
-        for (seg, d) in self.descs.iter().enumerate() {
-            if !self.bitmap.is_owned(seg) {
-                s.free += 1;
-                continue;
-            }
+        let (mut writing, mut published_phase) = (0, 0);
+        for d in self.descs {
             match phase_of(d.state.load(Ordering::Relaxed)) {
-                phase::WRITING => s.writing += 1,
-                phase::PUBLISHED => s.queued += 1,
+                phase::WRITING => writing += 1,
+                phase::PUBLISHED => published_phase += 1,
                 phase::HELD => s.held += 1,
-                _ => {} // between a claim and its descriptor store, or a release
+                _ => s.free += 1,
+            }
+        }
+        // Committed units stay WRITING until taken: the ring says how many.
+        let in_ring = published.saturating_sub(self.ring.taken()) as usize;
+        s.queued = in_ring.min(writing + published_phase);
+        s.writing = writing + published_phase - s.queued;
+        for p in self.parts {
+            if part::status(p.state.load(Ordering::Relaxed)) == part::ALIVE {
+                s.participants += 1;
+                s.waiting_producers += p.waiting_space.load(Ordering::Relaxed);
+                s.waiting_consumers += p.waiting_data.load(Ordering::Relaxed);
             }
         }
         s
     }
 
-    /// The pid that last claimed `seg`, if it is being written.
-    pub fn writer_of(&self, seg: usize) -> Option<u32> {
-        let d = self.descs.get(seg)?;
-        (phase_of(d.state.load(Ordering::Relaxed)) == phase::WRITING)
-            .then(|| d.owner.load(Ordering::Relaxed))
+    /// Whether a sleeper's flag is set on each side (space, data): a
+    /// snapshot that also shows flags dead sleepers left.
+    pub fn flags(&self) -> (bool, bool) {
+        (self.bitmap.armed(), self.ring.armed())
     }
 
     /// Makes every timed wait on this block time out (loom's clock).
@@ -551,10 +880,12 @@ impl<'a> Control<'a> {
     // ----- waiting -------------------------------------------------------------
 
     /// Runs `attempt` until it yields a value or an error: spinning briefly,
-    /// then sleeping on `word` (see the module docs for the handshake).
+    /// then sleeping on the side's futex word (see the module docs for the
+    /// handshake).
     fn wait_for<T>(
         &self,
-        word: &FutexWord,
+        side: Side,
+        me: Owner,
         wait: &Wait<'_>,
         mut attempt: impl FnMut() -> Result<Option<T>>,
     ) -> Result<T> {
@@ -568,25 +899,34 @@ impl<'a> Control<'a> {
             }
             backoff.snooze();
         }
-        // Acquire: if a waker's RMW precedes ours, the condition it changed
-        // is visible to the attempt below.
-        let mut seen = word
-            .fetch_add(WAITER, Ordering::Acquire)
-            .wrapping_add(WAITER);
-        // Un-announces on every way out, a panicking probe included, so a
-        // stale count never makes every later `notify` a syscall.
-        let _announced = Announced(word);
-        #[cfg(segpool_mutant = "skip_recheck")] // loom-tests mutant: sleep before re-checking
-        let _ = word.wait(seen, wait.deadline);
+        let (word, count) = match side {
+            Side::Space => (&self.hdr.space, &self.parts[me.index()].waiting_space),
+            Side::Data => (&self.hdr.data, &self.parts[me.index()].waiting_data),
+        };
+        // For monitors only (nothing wakes on it); the guard takes it back on
+        // every way out, and recovery zeroes a dead process's.
+        let _counted = Counted::new(count);
         let outcome = loop {
+            // Acquire: pairs with `notify`'s Release bump, so the condition a
+            // waker changed before its bump is visible to the attempt below.
+            let seen = word.load(Ordering::Acquire);
+            // The flag: after the sequence read (program order), so a waker
+            // whose RMW reads our flag bumps the word after our read.
+            let changed = match side {
+                Side::Space => self.bitmap.arm(),
+                Side::Data => self.ring.arm(),
+            };
+            #[cfg(segpool_mutant = "skip_recheck")] // loom-tests mutant: sleep before re-checking
+            let _ = (changed, word.wait(seen, wait.deadline));
             match attempt() {
                 Ok(None) => {}
                 done => break done,
             }
+            if changed {
+                continue;
+            }
             // Probe only after an attempt failed: a waiter woken for a unit
-            // or a segment takes it before a probe error can end its wait
-            // (otherwise that wake-up is swallowed and the next sleeper
-            // keeps sleeping with the condition true).
+            // or a segment takes it before a probe error can end its wait.
             if let Some(probe) = wait.probe {
                 if let Err(e) = probe() {
                     break Err(e);
@@ -607,8 +947,6 @@ impl<'a> Control<'a> {
                 #[cfg_attr(segpool_mutant = "no_final_attempt", allow(unreachable_code))]
                 break attempt();
             }
-            // Acquire: as above, for wakers that came while we slept.
-            seen = word.load(Ordering::Acquire);
         };
         match outcome {
             Ok(Some(v)) => Ok(v),
@@ -618,26 +956,36 @@ impl<'a> Control<'a> {
     }
 }
 
-/// A waiter counted in a futex word; dropping it takes the count back.
-struct Announced<'w>(&'w FutexWord);
+/// A sleeper counted in its participant entry; dropping it takes the count back.
+struct Counted<'w>(&'w AtomicU32);
 
-impl Drop for Announced<'_> {
-    fn drop(&mut self) {
-        // Relaxed: the count only decides whether wakers make a syscall.
-        self.0.fetch_sub(WAITER, Ordering::Relaxed);
+impl<'w> Counted<'w> {
+    fn new(count: &'w AtomicU32) -> Self {
+        // Relaxed: monitoring only.
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count)
     }
 }
 
-/// Wakes up to `n` sleepers on `word` after the caller changed their condition.
-#[inline]
-fn notify(word: &FutexWord, n: u32) {
-    // Release pairs with the waiter's Acquire RMW/load of the word: the
-    // condition changed before this call is visible to its re-check.
-    #[cfg(not(segpool_mutant = "notify_load"))]
-    let prev = word.fetch_add(SEQ, Ordering::Release);
-    #[cfg(segpool_mutant = "notify_load")] // loom-tests mutant: no sequence bump
-    let prev = word.load(Ordering::Relaxed);
-    if has_waiters(prev) {
-        word.wake(n);
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        // Relaxed: monitoring only. Saturating: recovery may have zeroed it
+        // (a peer wrongly recovering us would be a bug elsewhere).
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
     }
+}
+
+/// Wakes every sleeper on `word` after the caller changed their condition
+/// and found a sleeper's flag.
+#[inline]
+fn notify(word: &FutexWord) {
+    // Release pairs with the sleeper's Acquire load of the word after it
+    // wakes (O3): the condition changed before this call is visible to it.
+    #[cfg(not(segpool_mutant = "notify_load"))]
+    word.fetch_add(SEQ, Ordering::Release);
+    #[cfg(segpool_mutant = "notify_load")] // loom-tests mutant: no sequence bump
+    let _ = (word.load(Ordering::Relaxed), SEQ);
+    word.wake(ALL);
 }

@@ -72,22 +72,28 @@ impl Reader {
 
     /// The next unit if one is published now: `Ok(None)` if not.
     pub fn try_recv(&self) -> Result<Option<Unit>> {
-        Ok(self.region.control().try_take()?.map(|t| self.unit(t)))
+        self.region.check_not_inherited()?;
+        let me = self.region.me();
+        Ok(self.region.control().try_take(me)?.map(|t| self.unit(t)))
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Unit> {
+        self.region.check_not_inherited()?;
+        let (ctl, me) = (self.region.control(), self.region.me());
         // Fast path: a unit is there, so no deadline to compute (no clock read).
-        if let Some(taken) = self.region.control().try_take()? {
+        if let Some(taken) = ctl.try_take(me)? {
             return Ok(self.unit(taken));
         }
-        let taken = self.region.control().take(&self.policy.wait(timeout))?;
+        let check = || {
+            self.region.sweep();
+            self.policy.probe()
+        };
+        let taken = ctl.take(me, &self.policy.wait(timeout, &check))?;
         Ok(self.unit(taken))
     }
 
     fn unit(&self, taken: Taken) -> Unit {
-        self.region
-            .holders(taken.seg)
-            .fetch_add(1, Ordering::Relaxed);
+        hold(&self.region, taken.seg);
         Unit {
             region: self.region.clone(),
             taken,
@@ -132,13 +138,26 @@ pub struct Unit {
     len: usize,
 }
 
+/// Most views of one segment a process may hold at once: like `Arc`, a
+/// count that would wrap aborts instead, since a wrapped count would free
+/// the segment under live views.
+const MAX_HOLDERS: u32 = u32::MAX >> 1;
+
+/// Counts one more view of `seg`; aborts the process on overflow.
+#[inline]
+fn hold(region: &Region, seg: usize) {
+    // Relaxed, as in `Arc::clone`: a new reference is made from an existing
+    // one (or from the take), which keeps the segment held meanwhile.
+    if region.holders(seg).fetch_add(1, Ordering::Relaxed) > MAX_HOLDERS {
+        // Only 2^31 leaked clones get here (`mem::forget` in a loop); the
+        // count stays far from wrapping because every thread aborts first.
+        std::process::abort();
+    }
+}
+
 impl Clone for Unit {
     fn clone(&self) -> Unit {
-        // Relaxed, as in `Arc::clone`: a new reference is made from an
-        // existing one, which keeps the segment held meanwhile.
-        self.region
-            .holders(self.taken.seg)
-            .fetch_add(1, Ordering::Relaxed);
+        hold(&self.region, self.taken.seg);
         Unit {
             region: self.region.clone(),
             taken: self.taken,
@@ -150,6 +169,10 @@ impl Clone for Unit {
 
 impl Drop for Unit {
     fn drop(&mut self) {
+        if self.region.inherited() {
+            // Inherited through fork: the parent still reads this segment.
+            return;
+        }
         // Release/Acquire as in `Arc::drop`: every clone's reads of the
         // bytes happen-before the release that lets a writer reuse them.
         if self
@@ -159,9 +182,7 @@ impl Drop for Unit {
             == 1
         {
             std::sync::atomic::fence(Ordering::Acquire);
-            self.region
-                .control()
-                .release(self.taken.seg, self.taken.epoch);
+            self.region.control().release(&self.taken);
         }
     }
 }

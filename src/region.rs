@@ -20,8 +20,9 @@
 
 use crate::error::{Error, Result};
 use crate::handle::{Backing, PoolHandle};
-use crate::layout::{Header, Layout, SegmentDesc};
-use crate::protocol::Control;
+use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, Participant, SegmentDesc};
+use crate::liveness::{self, Witness};
+use crate::protocol::{Control, Recovered};
 use crate::sync::AtomicU64;
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -30,6 +31,11 @@ use std::time::Duration;
 
 /// A mapped pool, shared by every handle of this process (pool, writers,
 /// readers, units) through an `Arc`; unmapped when the last one drops.
+///
+/// It is also this process's participant in the pool: dropping the last
+/// reference leaves the pool (committed units stay in the ring, the entry is
+/// freed) and releases the liveness lock. In a process that inherited the
+/// region through `fork`, dropping it does nothing to the pool (`crate::fork`).
 #[derive(Debug)]
 pub(crate) struct Region {
     map: MmapRaw,
@@ -38,11 +44,16 @@ pub(crate) struct Region {
     name: Option<String>,
     /// Whether dropping this region unlinks `name` (the creator's region).
     unlink_on_drop: bool,
-    /// Cached `getpid()`: recorded as the owner of every segment we claim.
+    /// Cached `getpid()`: recorded in our participant entry.
     pid: u32,
     /// Process-local reference counts: how many `Unit`s of this process
     /// hold each segment (the last one to drop releases it).
     holders: Box<[std::sync::atomic::AtomicU32]>,
+    /// Our participant entry; `witness` holds its lock.
+    me: Owner,
+    witness: Witness,
+    /// The process's fork generation when this region was made.
+    fork_generation: u64,
 }
 
 fn holders(count: usize) -> Box<[std::sync::atomic::AtomicU32]> {
@@ -99,7 +110,10 @@ impl Region {
             .len(layout.total_len)
             .map_raw(&fd)
             .map_err(|e| Error::io("mmap", e))?;
-        let region = Region {
+        prefault(&map, layout.total_len);
+        let fork_generation = crate::fork::generation_at_birth();
+        let witness = Witness::open(fd.as_fd(), fork_generation)?;
+        let mut region = Region {
             map,
             fd,
             layout,
@@ -107,11 +121,41 @@ impl Region {
             unlink_on_drop: true,
             pid: current_pid(),
             holders: holders(layout.count),
+            me: Owner::new(0, 0),
+            witness,
+            fork_generation,
         };
-        region.prefault();
         region.control().init();
         layout.write_ident(&region.header().ident);
+        region.join()?;
         Ok(region)
+    }
+
+    /// Claims a participant entry under a liveness lock.
+    fn join(&mut self) -> Result<()> {
+        let mut token = [0u8; 8];
+        rustix::rand::getrandom(&mut token, rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| Error::io("getrandom", e))?;
+        let mut lock_error = None;
+        let witness = &self.witness;
+        let mut try_lock = |i: usize| match witness.try_lock(i) {
+            Ok(got) => got,
+            Err(e) => {
+                lock_error.get_or_insert(e);
+                false
+            }
+        };
+        let joined = self
+            .control()
+            .join(&mut try_lock, self.pid, u64::from_le_bytes(token));
+        match (joined, lock_error) {
+            (Ok(me), _) => {
+                self.me = me;
+                Ok(())
+            }
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// Opens and validates the pool a handle names.
@@ -174,7 +218,9 @@ impl Region {
                 layout.total_len
             )));
         }
-        Ok(Region {
+        let fork_generation = crate::fork::generation_at_birth();
+        let witness = Witness::open(fd.as_fd(), fork_generation)?;
+        let mut region = Region {
             map,
             fd,
             layout,
@@ -182,13 +228,22 @@ impl Region {
             unlink_on_drop: false,
             pid: current_pid(),
             holders: holders(layout.count),
-        })
+            me: Owner::new(0, 0),
+            witness,
+            fork_generation,
+        };
+        region.join()?;
+        // Whoever died before we came is recovered now, not at the first
+        // full pool.
+        region.sweep();
+        Ok(region)
     }
+}
 
-    /// Faults in every page of a fresh mapping, once.
-    fn prefault(&self) {
-        let len = self.layout.total_len;
-        let ptr = self.map.as_mut_ptr();
+/// Faults in every page of a fresh mapping, once.
+fn prefault(map: &MmapRaw, len: usize) {
+    {
+        let ptr = map.as_mut_ptr();
         // SAFETY: `ptr..ptr+len` is exactly our mapping; MADV_POPULATE_WRITE
         // only faults pages in, it does not change their contents.
         let done =
@@ -204,7 +259,9 @@ impl Region {
             }
         }
     }
+}
 
+impl Region {
     /// The pool's geometry (computed locally, never re-read from the peer).
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
@@ -233,18 +290,65 @@ impl Region {
     pub(crate) fn control(&self) -> Control<'_> {
         let l = &self.layout;
         // SAFETY: `Layout::new` (run locally for our own geometry, or to
-        // validate a peer's) places the bitmap, descriptors and ring inside
-        // `total_len`, 128-byte aligned, without overlap; the mapping has
-        // exactly `total_len` bytes; AtomicU64 and SegmentDesc (atomics only)
-        // are valid for every bit pattern.
-        let (bitmap, descs, ring) = unsafe {
+        // validate a peer's) places the participants, bitmap, descriptors
+        // and ring inside `total_len`, 128-byte aligned, without overlap; the
+        // mapping has exactly `total_len` bytes; AtomicU64, Participant and
+        // SegmentDesc (atomics only) are valid for every bit pattern.
+        let (parts, bitmap, descs, ring) = unsafe {
             (
+                self.slice_at::<Participant>(l.parts_offset, MAX_PARTICIPANTS),
                 self.slice_at::<AtomicU64>(l.bitmap_offset, l.bitmap_words()),
                 self.slice_at::<SegmentDesc>(l.descs_offset, l.count),
                 self.slice_at::<AtomicU64>(l.ring_offset, l.ring_capacity),
             )
         };
-        Control::new(self.header(), bitmap, descs, ring, l)
+        Control::new(self.header(), parts, bitmap, descs, ring, l)
+    }
+
+    /// This process's participant tag.
+    #[inline]
+    pub(crate) fn me(&self) -> Owner {
+        self.me
+    }
+
+    /// Whether this region was inherited through `fork` (one relaxed load).
+    #[inline]
+    pub(crate) fn inherited(&self) -> bool {
+        crate::fork::current() != self.fork_generation
+    }
+
+    /// `Err(Forked)` in a process that inherited this region through fork.
+    #[inline]
+    pub(crate) fn check_not_inherited(&self) -> Result<()> {
+        if self.inherited() {
+            return Err(Error::Forked);
+        }
+        Ok(())
+    }
+
+    /// Whether participant `index` is dead: its entry's lock is free. An
+    /// error asking the kernel counts as alive (never recover on a doubt).
+    pub(crate) fn is_dead(&self, index: usize) -> bool {
+        matches!(liveness::is_held(self.fd.as_fd(), index), Ok(false))
+    }
+
+    /// Recovers every dead participant and scrubs the index.
+    pub(crate) fn sweep(&self) -> Recovered {
+        self.control().recover_dead(&|i| self.is_dead(i))
+    }
+
+    /// Recovers the dead participants that recorded `pid`; returns the
+    /// segments that came back.
+    pub(crate) fn recover_pid(&self, pid: u32) -> usize {
+        let ctl = self.control();
+        let mut freed = 0;
+        for p in ctl.participants() {
+            if p.pid == pid && p.index != self.me.index() && self.is_dead(p.index) {
+                freed += ctl.recover(p.index, p.incarnation).freed;
+            }
+        }
+        ctl.scrub();
+        freed
     }
 
     /// Start of segment `seg` (< count): `segment_size` writable bytes.
@@ -292,6 +396,15 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if self.inherited() {
+            // The parent's: it still owns our entry, our segments and the
+            // name. The witness leaks its (already closed) descriptor.
+            return;
+        }
+        // Every writer, reader and unit of this region is gone (they hold
+        // it), so this hands committed units to the ring and frees the entry;
+        // the witness's drop then releases the lock.
+        self.control().leave(self.me);
         if self.unlink_on_drop {
             if let Some(name) = &self.name {
                 // ENOENT: already unlinked by `unlink`; nothing else to do.

@@ -67,16 +67,21 @@ impl Writer {
 
     /// [`begin_unit`](Self::begin_unit) with its own timeout.
     pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
+        self.region.check_not_inherited()?;
         let ctl = self.region.control();
-        let pid = self.region.pid();
+        let me = self.region.me();
         let lease = if timeout.is_zero() {
-            ctl.try_begin(pid)?
+            ctl.try_begin(me)?
                 .ok_or(Error::Exhausted { count: ctl.count() })?
-        } else if let Some(lease) = ctl.try_begin(pid)? {
+        } else if let Some(lease) = ctl.try_begin(me)? {
             // Fast path: a free segment, so no deadline to compute (no clock read).
             lease
         } else {
-            ctl.begin(pid, &self.policy.wait(Some(timeout)))?
+            let check = || {
+                self.region.sweep();
+                self.policy.probe()
+            };
+            ctl.begin(me, &self.policy.wait(Some(timeout), &check))?
         };
         Ok(UnitWriter {
             region: self.region.clone(),
@@ -87,7 +92,8 @@ impl Writer {
 
     /// Claims a free segment if one is free now: `Ok(None)` if not.
     pub fn try_begin_unit(&self) -> Result<Option<UnitWriter>> {
-        let lease = self.region.control().try_begin(self.region.pid())?;
+        self.region.check_not_inherited()?;
+        let lease = self.region.control().try_begin(self.region.me())?;
         Ok(lease.map(|lease| UnitWriter {
             region: self.region.clone(),
             lease: Some(lease),
@@ -151,8 +157,8 @@ impl UnitWriter {
         let ptr = self.region.segment_ptr(seg);
         // SAFETY: `ptr..ptr+segment_size` is segment `seg` inside the mapping,
         // which `self.region` keeps alive. Our lease owns the
-        // segment exclusively (bitmap bit set by our CAS, phase WRITING at our
-        // epoch): no other writer is handed it and no reader can take it
+        // segment exclusively (our descriptor CAS made it WRITING under our
+        // name at our epoch): no other writer is handed it and no reader can take it
         // before commit. `&mut self` keeps this the only borrow in-process.
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
@@ -160,6 +166,8 @@ impl UnitWriter {
     /// Reserves `nbytes` at the next 64-byte-aligned offset; returns that
     /// offset. [`Error::TooLarge`] if they do not fit (nothing changes).
     fn claim_range(&mut self, nbytes: usize) -> Result<usize> {
+        // Inherited through fork: the segment is the parent's to write.
+        self.region.check_not_inherited()?;
         let cap = self.capacity();
         let offset = self.cursor.next_multiple_of(UNIT_ALIGN);
         match offset.checked_add(nbytes) {
@@ -215,6 +223,11 @@ impl UnitWriter {
             .cursor
             .next_multiple_of(UNIT_ALIGN)
             .min(self.capacity());
+        if self.region.inherited() {
+            // The parent's segment: lend nothing ([`advance`](Self::advance)
+            // then says why).
+            return (offset, &mut []);
+        }
         (offset, &mut self.segment_mut()[offset..])
     }
 
@@ -232,6 +245,9 @@ impl UnitWriter {
     /// consumer stopped receiving: `Ok` means "published", not "will be
     /// received". The unit's segment comes back when the pool is dropped.
     pub fn commit_unit(mut self) -> Result<usize> {
+        // Inherited through fork: the parent owns the segment (and `Drop`
+        // leaves it alone).
+        self.region.check_not_inherited()?;
         let lease = self.lease.take().expect("lease present until consumed");
         self.region.control().commit(lease, self.cursor)?;
         Ok(self.cursor)
@@ -244,7 +260,11 @@ impl UnitWriter {
 
     fn abort_now(&mut self) {
         if let Some(lease) = self.lease.take() {
-            self.region.control().abort(lease);
+            // In a fork child the lease is the parent's, which still writes
+            // through it: forget it.
+            if !self.region.inherited() {
+                self.region.control().abort(lease);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 const MAGIC: usize = 0;
 const VERSION: usize = 8;
 const COUNT: usize = 24;
-const RING_OFFSET: usize = 56;
+const RING_OFFSET: usize = 64;
 
 /// A named shm object holding `bytes`, removed on drop.
 struct Object(String);
@@ -72,6 +72,14 @@ fn a_wrong_version_is_incompatible() {
     let img = valid_image();
     let obj = Object::new("version", &patch(&img, VERSION, &99u32.to_le_bytes()));
     assert!(matches!(obj.attach(img.len()), Err(Error::Incompatible(m)) if m.contains("version")));
+}
+
+#[test]
+fn a_version_1_pool_is_incompatible() {
+    let img = valid_image();
+    let obj = Object::new("v1", &patch(&img, VERSION, &1u32.to_le_bytes()));
+    assert!(matches!(obj.attach(img.len()),
+        Err(Error::Incompatible(m)) if m.contains("layout version 1, this build speaks 2")));
 }
 
 #[test]

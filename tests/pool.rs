@@ -385,15 +385,18 @@ fn stats_count_segments_by_phase() {
 #[test]
 fn recover_takes_back_exactly_the_dead_writers_segments() {
     use segpool::__private::HeapControl;
-    const DEAD: u32 = 4242;
     let block = HeapControl::new(64, 3).unwrap();
     let c = block.control();
-    let lost = c.try_begin(DEAD).unwrap().unwrap(); // its process died mid-write
-    let live = c.try_begin(7).unwrap().unwrap();
+    let (dead, alive) = (block.join(), block.join());
+    let lost = c.try_begin(dead).unwrap().unwrap(); // its process dies mid-write
+    let live = c.try_begin(alive).unwrap().unwrap();
     assert_eq!(c.stats().writing, 2);
-    assert_eq!(c.recover(DEAD), 1);
+    assert_eq!(block.recover_dead().freed, 0, "nobody is dead yet");
+    block.kill(dead);
+    let r = block.recover_dead();
+    assert_eq!((r.participants, r.freed, r.delivered), (1, 1, 0));
     assert_eq!((c.stats().writing, c.stats().free), (1, 2));
-    assert_eq!(c.recover(DEAD), 0);
+    assert_eq!(block.recover_dead(), Default::default(), "idempotent");
     assert!(!c.abort(lost), "the dead writer's lease is stale now");
     assert!(c.abort(live), "the live writer's lease is untouched");
 }

@@ -54,27 +54,28 @@ fn reset_never_drops_units_of_the_new_generation() {
 
 /// `recover(dead)` once read the owner before the state, so it could free a
 /// segment a live writer had just claimed (the owner field still naming the
-/// dead pid from an earlier claim): two owners of one segment.
+/// dead pid from an earlier claim): two owners of one segment. Since v2 the
+/// owner lives in the state word itself; this pins that down.
 #[test]
 fn recover_never_frees_a_live_writers_segment() {
-    const DEAD: u32 = 111;
-    const LIVE: u32 = 222;
     let block = HeapControl::new(64, 1).unwrap();
+    let (dead, live) = (block.join(), block.join());
+    block.kill(dead);
     let stolen = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
             let c = block.control();
             while !stop.load(Ordering::Relaxed) {
-                c.recover(DEAD);
+                c.recover(dead.index(), dead.incarnation());
             }
         });
         let c = block.control();
         for _ in 0..300_000 {
-            if let Ok(Some(l)) = c.try_begin(DEAD) {
-                c.abort(l); // leaves owner = DEAD in the descriptor
+            if let Ok(Some(l)) = c.try_begin(dead) {
+                c.abort(l); // a zombie lease of the dead owner
             }
-            if let Ok(Some(l)) = c.try_begin(LIVE) {
+            if let Ok(Some(l)) = c.try_begin(live) {
                 if !c.abort(l) {
                     stolen.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -86,7 +87,7 @@ fn recover_never_frees_a_live_writers_segment() {
     assert_eq!(
         stolen.load(Ordering::Relaxed),
         0,
-        "recover(DEAD) freed a live writer's segment"
+        "recover(dead) freed a live writer's segment"
     );
 }
 

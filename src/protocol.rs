@@ -628,7 +628,14 @@ impl<'a> Control<'a> {
         }
         // Relaxed: published by the Release of the slot CAS in `Ring::push`.
         d.len.store(len as u64, Ordering::Relaxed);
-        let (ticket, flagged) = self.ring.push(lease.seg, lease.epoch)?;
+        let (ticket, flagged) = match self.ring.push(lease.seg, lease.epoch) {
+            Ok(pushed) => pushed,
+            Err(e) => {
+                // A corrupt ring: nothing was published, the segment is ours.
+                self.abort(lease);
+                return Err(e);
+            }
+        };
         if flagged {
             notify(&self.hdr.data);
         }

@@ -305,3 +305,44 @@ impl AsRef<[u8]> for Unit {
         self.as_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::SegmentPool;
+    use std::os::unix::process::ExitStatusExt;
+
+    const CHILD: &str = "SEGPOOL_HOLDERS_OVERFLOW_CHILD";
+
+    /// `Arc` aborts when its count would overflow; a `Unit` must too, or
+    /// 2^32 leaked clones would wrap the count and the next clone-and-drop
+    /// would free the segment under live views. Runs the overflow in a
+    /// child process (this test binary, re-executed), which must die by
+    /// SIGABRT.
+    #[test]
+    fn cloning_a_unit_past_the_holder_limit_aborts() {
+        if std::env::var_os(CHILD).is_some() {
+            let pool = SegmentPool::new(64, 1).unwrap();
+            let w = pool.open_writer();
+            w.begin_unit().unwrap().commit_unit().unwrap();
+            let unit = pool.open_reader().recv().unwrap();
+            // 2^31 leaked clones, without spending a minute on them.
+            unit.region
+                .holders(unit.segment())
+                .store(super::MAX_HOLDERS + 1, std::sync::atomic::Ordering::Relaxed);
+            let _ = unit.clone(); // must abort here
+            std::process::exit(0);
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "reader::tests::cloning_a_unit_past_the_holder_limit_aborts",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+    }
+}

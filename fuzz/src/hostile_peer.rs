@@ -17,7 +17,7 @@ pub enum Action {
     Op(Op),
     /// The peer writes over the control area.
     Scribble(Scribble),
-    /// `recover_writer` for this process's pid.
+    /// Recovery as a survivor runs it (`recover_writer`, `recover_dead`).
     Recover,
 }
 

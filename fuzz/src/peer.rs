@@ -24,7 +24,7 @@ pub const SHORT: Duration = Duration::from_micros(200);
 /// A word of the control area a peer can overwrite.
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum Field {
-    /// The `i % 11`-th u64 of the identity block (magic, sizes, offsets).
+    /// The `i % 12`-th u64 of the identity block (magic, sizes, offsets).
     Ident(u8),
     /// `tail`: the next publish ticket.
     Tail,
@@ -42,14 +42,18 @@ pub enum Field {
     Generation,
     /// A bitmap word.
     Bitmap(u8),
-    /// A descriptor's `epoch << 2 | phase`.
+    /// A descriptor's `epoch | owner | phase`.
     DescState(u8),
     /// A descriptor's committed length.
     DescLen(u8),
     /// A descriptor's generation.
     DescGeneration(u8),
-    /// A descriptor's owner pid.
-    DescOwner(u8),
+    /// A participant entry's `incarnation << 2 | status`.
+    PartState(u8),
+    /// A participant entry's pid.
+    PartPid(u8),
+    /// A participant entry's count of threads asleep for space.
+    PartWaiting(u8),
     /// A publish-ring slot.
     Ring(u8),
 }
@@ -57,15 +61,21 @@ pub enum Field {
 /// Header lines are 128 bytes (see `src/layout.rs`): ident, tail, head,
 /// reclaimed, space, data, life (shutdown u32, generation u32).
 const LINE: usize = 128;
-/// Bytes of a descriptor (state u64, len u64, generation u32, owner u32).
-const DESC: usize = 64;
+/// Bytes of a descriptor (state u64, len u64, generation u32, padding).
+const DESC: usize = 128;
+/// Bytes of a participant entry (state u64, token u64, pid u32, waiting
+/// for space u32, waiting for data u32, padding).
+const PART: usize = 64;
 
 impl Field {
     /// Byte offset and width (4 or 8) of the field in a pool of `layout`.
     pub fn locate(self, l: &Layout) -> (usize, usize) {
         let desc = |i: u8, at: usize| l.descs_offset + usize::from(i) % l.count * DESC + at;
+        let part = |i: u8, at: usize| {
+            l.parts_offset + usize::from(i) % segpool::MAX_PARTICIPANTS * PART + at
+        };
         match self {
-            Field::Ident(i) => (usize::from(i) % 11 * 8, 8),
+            Field::Ident(i) => (usize::from(i) % 12 * 8, 8),
             Field::Tail => (LINE, 8),
             Field::Head => (2 * LINE, 8),
             Field::Reclaimed => (3 * LINE, 8),
@@ -77,7 +87,9 @@ impl Field {
             Field::DescState(i) => (desc(i, 0), 8),
             Field::DescLen(i) => (desc(i, 8), 8),
             Field::DescGeneration(i) => (desc(i, 16), 4),
-            Field::DescOwner(i) => (desc(i, 20), 4),
+            Field::PartState(i) => (part(i, 0), 8),
+            Field::PartPid(i) => (part(i, 16), 4),
+            Field::PartWaiting(i) => (part(i, 20), 4),
             Field::Ring(i) => (l.ring_offset + usize::from(i) % l.ring_capacity * 8, 8),
         }
     }
@@ -319,9 +331,12 @@ impl<'w> Driver<'w> {
         std::hint::black_box(self.pool.stats());
     }
 
-    /// Takes back what this process was writing (as after a crash).
+    /// Runs recovery as a survivor would: for this pid (refused: we are
+    /// alive) and for every participant the table says is dead, which a
+    /// peer may have forged.
     pub fn recover(&mut self) {
         self.pool.recover_writer(std::process::id());
+        std::hint::black_box(self.pool.recover_dead());
     }
 
     /// Drops every unit and open writer, then shuts down and drains: all of

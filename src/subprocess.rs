@@ -42,6 +42,26 @@
 //! are all committed"), and whose end-of-file tells the worker that the
 //! parent closed it (teardown) or died.
 //!
+//! The parent reads each socket a bounded amount per round (one `read` of
+//! at most 256 messages), handling them as they come, between looks at the
+//! ring: a worker that floods its socket costs the parent a bounded read
+//! per round, never a loop or a growing buffer, and the other workers'
+//! units keep coming.
+//!
+//! # What a worker adopts
+//! `SEGPOOL_WORKER` names the socket's fd number *and its inode*, and the
+//! parent's pid. [`worker()`] adopts fd `ctl` only if `/proc` shows it is
+//! that very socket and the parent named is this process's parent, so a
+//! program that inherited the variable from a worker (exec'd in its place,
+//! or a child of it) gets [`Error::BadHandle`](crate::Error::BadHandle)
+//! whatever socket it holds under that number, which stays untouched.
+//! Once adopted, the socket and the memfd are close-on-exec again, so no
+//! program a worker runs inherits them. Call `worker()` first thing in
+//! `main`, before starting threads: then it also removes `SEGPOOL_WORKER`
+//! and `SEGPOOL_HANDLE` from the environment. (With other threads running
+//! it leaves them, since changing the environment then is not sound; they
+//! are refused anyway, as above.)
+//!
 //! # Passes
 //! [`Workers::pass`] calls [`SegmentPool::reset`](crate::SegmentPool::reset) (a new generation), sends
 //! `P gen` to every live worker, and iterates until every live worker sent
@@ -55,11 +75,16 @@
 //!
 //! # Failure behaviour
 //! - **A worker dies** (any signal, any point, including between
-//!   `begin_unit` and `commit_unit`). The parent reaps it (`waitpid`,
-//!   checked between futex sleeps while it waits, and every few milliseconds
-//!   while units flow), takes back the segment it was writing
-//!   ([`SegmentPool::recover_writer`](crate::SegmentPool::recover_writer)), and notes how many units were
-//!   published at that moment. Iteration delivers every unit published
+//!   `begin_unit` and `commit_unit`). The parent notices it without reaping
+//!   it (`waitid` with `WNOWAIT`, checked between futex sleeps while it
+//!   waits, and every few milliseconds while units flow), takes back the
+//!   segment it was writing
+//!   ([`SegmentPool::recover_writer`](crate::SegmentPool::recover_writer))
+//!   while it is still a zombie, whose pid no new process can have, then
+//!   reaps it and notes how many units were published at that moment. (A
+//!   worker that something else reaped, SIGCHLD ignored say, may already
+//!   have a successor under its pid: a segment it was writing is left
+//!   alone, and the pool runs one short.) Iteration delivers every unit published
 //!   before that mark, all of the dead worker's committed units among them,
 //!   then yields one [`Error::PeerGone`](crate::Error::PeerGone) naming the pid and its signal or
 //!   exit status, then goes on with the other workers: the pass ends when
@@ -114,13 +139,17 @@ pub const WORKER_PROBE_EVERY: Duration = Duration::from_millis(20);
 const PARENT_PROBE_EVERY: Duration = Duration::from_millis(10);
 
 /// First word of [`WORKER_ENV`]'s value.
-const ENV_PREFIX: &str = "segpool-worker/1";
+const ENV_PREFIX: &str = "segpool-worker/2";
 /// "Serve pass `gen`" (parent to worker).
 const MSG_PASS: u8 = b'P';
 /// "Pass `gen` is fully committed" (worker to parent).
 const MSG_DONE: u8 = b'D';
 /// Bytes of every control message: a tag, then a little-endian generation.
 const MSG_LEN: usize = 5;
+/// Most bytes the parent reads from one worker's socket per round (one
+/// `read`): 256 messages. A worker that floods its socket costs the parent
+/// this much work and memory per round; the rest waits in the socket.
+const READ_BUDGET: usize = 256 * MSG_LEN;
 
 /// One control message.
 fn message(tag: u8, generation: u32) -> [u8; MSG_LEN] {

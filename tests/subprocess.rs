@@ -584,6 +584,169 @@ fn kill_dash_nine_a_worker_at_random_points() {
     );
 }
 
+// ----- regressions ------------------------------------------------------------------
+
+/// The state letter in `/proc/PID/stat` ("R", "S", "Z", ...), or "gone".
+fn proc_state(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(rest.trim_start().chars().next()?.to_string())
+        })
+        .unwrap_or_else(|| "gone".into())
+}
+
+/// Whether this process can still wait for `pid` (it is an unreaped child).
+fn is_unreaped_child(pid: u32) -> bool {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    let pid = Pid::from_raw(pid as i32).unwrap();
+    let how = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    waitid(WaitId::Pid(pid), how).is_ok()
+}
+
+/// Regression (issue finding a): the parent read a worker's socket until
+/// `WouldBlock` before anything else, so a worker writing as fast as the
+/// parent read held it in that loop, every byte buffered, while no unit was
+/// delivered. Now it reads a bounded budget per worker per round.
+#[test]
+fn a_worker_flooding_its_socket_neither_stalls_the_pass_nor_grows_the_parents_buffer() {
+    const UNITS: u64 = 200;
+    const FLOOD: usize = 8 << 20;
+    let pool = SegmentPool::new(HEADER + 256, 4).unwrap();
+    let workers = Workers::spawn(pool, child_cmd(&format!("flood:{UNITS}:{FLOOD}")), 2).unwrap();
+    let (seqs, high_water, workers) = finishes_within(
+        Duration::from_secs(120),
+        "a pass with a flooding worker",
+        move || {
+            let mut workers = workers;
+            let seqs: Vec<_> = workers
+                .by_ref()
+                .map(|u| u.map(|u| check(&u)).map_err(|e| e.to_string()))
+                .collect();
+            (seqs, workers.control_high_water(), workers)
+        },
+    );
+    let mut next = [0u64; 2];
+    for item in seqs {
+        let (index, g, seq) = item.unwrap();
+        assert_eq!(g, 1);
+        assert_eq!(
+            seq, next[index as usize],
+            "worker {index}: lost or duplicated unit"
+        );
+        next[index as usize] += 1;
+    }
+    assert_eq!(next, [UNITS; 2], "every unit of both workers came");
+    assert!(
+        high_water > 0,
+        "the parent read no control bytes: the test tests nothing"
+    );
+    assert!(
+        high_water <= 16 << 10,
+        "the parent held {high_water} bytes of one worker's control messages at once \
+         (the worker wrote {FLOOD}): unbounded"
+    );
+    for exit in workers.shutdown().unwrap() {
+        assert!(
+            exit.status.is_some_and(|s| s.success()) && !exit.forced,
+            "{exit:?}"
+        );
+    }
+}
+
+/// Regression (issue finding c): `SEGPOOL_WORKER` stayed valid for programs
+/// a worker ran, so one that called `worker()` adopted whatever socket it
+/// had under the control fd's number (and closed it on the way out).
+#[test]
+fn a_program_a_worker_runs_never_adopts_a_socket_under_the_control_fd_number() {
+    let log = std::env::temp_dir().join(format!("segpool-adopt-{}", std::process::id()));
+    for (mode, what) in [
+        (0, "exec'd in the worker's place"),
+        (1, "exec'd in the worker's place, handed both variables"),
+        (2, "started as the worker's child"),
+    ] {
+        File::create(&log).unwrap();
+        let pool = SegmentPool::new(4096, 2).unwrap();
+        let mut cmd = child_cmd(&format!("reexec:{mode}"));
+        cmd.env("SEGPOOL_TEST_LOG", &log);
+        let mut workers = Workers::spawn(pool, cmd, 1).unwrap();
+        let items: Vec<_> = workers.by_ref().map(|u| u.map(|u| u.len())).collect();
+        let exits = workers.shutdown().unwrap();
+        let verdict = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            verdict.starts_with("refused: ") && verdict.contains("SEGPOOL_WORKER"),
+            "a program {what}: {verdict:?}"
+        );
+        assert!(items.is_empty(), "a program {what}: {items:?}");
+        assert!(exits[0].status.is_some_and(|s| s.success()), "{exits:?}");
+        eprintln!("a program {what}: {verdict}");
+    }
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Regression (issue finding c): the variables stayed in a worker's
+/// environment for every program it ran. In a single-threaded worker (the
+/// one `worker()` can change the environment of soundly) they go.
+#[test]
+fn worker_takes_both_variables_out_of_a_single_threaded_processs_environment() {
+    let log = std::env::temp_dir().join(format!("segpool-forked-{}", std::process::id()));
+    File::create(&log).unwrap();
+    let pool = SegmentPool::new(4096, 2).unwrap();
+    let mut cmd = child_cmd("forked");
+    cmd.env("SEGPOOL_TEST_LOG", &log);
+    let mut workers = Workers::spawn(pool, cmd, 1).unwrap();
+    let units: Vec<Vec<u8>> = workers.by_ref().map(|u| u.unwrap().to_vec()).collect();
+    let exits = workers.shutdown().unwrap();
+    let verdict = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(
+        verdict, "cleared",
+        "SEGPOOL_WORKER / SEGPOOL_HANDLE after worker()"
+    );
+    // The worker's own `worker()` (its environment untouched by the fork) works.
+    assert_eq!(units, [b"served"]);
+    assert!(exits[0].status.is_some_and(|s| s.success()), "{exits:?}");
+}
+
+/// Regression (issue finding d): the parent reaped a dead worker and only
+/// then took back its segments, by pid: by then the pid could belong to a
+/// new process attached to the pool, which would lose a live segment. Now
+/// the worker is still a zombie (its pid not reusable) while that happens.
+#[test]
+fn a_dead_workers_segments_are_taken_back_while_it_is_a_zombie_then_it_is_reaped() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = seen.clone();
+    let pool = SegmentPool::new(HEADER + 4096, 64).unwrap();
+    // Worker 0 commits 5 units, half-writes a 6th and SIGKILLs itself.
+    let mut workers = Workers::spawn(pool, child_cmd("crash:5:20"), 2)
+        .unwrap()
+        .on_recovery(move |pid| hook.lock().unwrap().push((pid, proc_state(pid))));
+    let pids = workers.pids();
+    let mut gone = Vec::new();
+    for item in workers.by_ref() {
+        match item {
+            Ok(unit) => {
+                check(&unit);
+            }
+            Err(Error::PeerGone { pid, .. }) => gone.push(pid),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(gone, [pids[0]]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(pids[0], "Z".to_owned())],
+        "recovery ran once, for worker 0, while it was a zombie"
+    );
+    assert_eq!(workers.recovered(), 1, "the half-written unit's segment");
+    assert!(
+        !is_unreaped_child(pids[0]),
+        "worker 0 was not reaped after recovery"
+    );
+    workers.shutdown().unwrap();
+}
+
 /// Not a test: prints throughput through `Workers` (run it in release:
 /// `cargo test --release --test subprocess throughput -- --ignored --nocapture`).
 #[test]

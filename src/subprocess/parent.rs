@@ -2,7 +2,8 @@
 //! notices their deaths and tears everything down.
 
 use super::{
-    DEFAULT_GRACE, ENV_PREFIX, MSG_DONE, MSG_LEN, MSG_PASS, PARENT_PROBE_EVERY, WORKER_ENV, message,
+    DEFAULT_GRACE, ENV_PREFIX, MSG_DONE, MSG_LEN, MSG_PASS, PARENT_PROBE_EVERY, READ_BUDGET,
+    WORKER_ENV, message,
 };
 use crate::error::{Error, Result};
 use crate::pool::SegmentPool;
@@ -63,77 +64,154 @@ struct Proc {
     pid: u32,
     /// Parent's end of the socket (non-blocking); `None` once closed.
     ctl: Option<UnixStream>,
-    /// Bytes of a message not yet complete.
-    inbox: Vec<u8>,
+    /// A message not yet complete (at most `MSG_LEN - 1` bytes of it).
+    partial: [u8; MSG_LEN],
+    /// Bytes of `partial` filled.
+    partial_len: usize,
     /// The worker closed its end (it is exiting).
     eof: bool,
     /// Latest generation the worker said it finished.
     done: Option<u32>,
-    /// Set once it is known to have ended.
+    /// Set once it is known to have ended (a zombie, or reaped).
     dead: bool,
+    /// Set once it is reaped (by us, or by someone else): from then on its
+    /// pid may belong to another process.
+    reaped: bool,
     /// How it ended, once reaped (`None` if someone else reaped it).
     exit: Option<ExitStatus>,
     /// Whether teardown had to SIGKILL it.
     forced: bool,
 }
 
+/// What one round of [`Proc::read_messages`] found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Round {
+    /// A `D` message came.
+    news: bool,
+    /// The read filled the budget: more bytes may be waiting.
+    more: bool,
+    /// Bytes held for this worker during the round (partial + read).
+    held: usize,
+}
+
 impl Proc {
-    /// Reaps the worker if it exited; true if it did just now.
-    fn reap(&mut self) -> bool {
+    fn new(child: Child, ctl: UnixStream) -> Proc {
+        Proc {
+            pid: child.id(),
+            child,
+            ctl: Some(ctl),
+            partial: [0; MSG_LEN],
+            partial_len: 0,
+            eof: false,
+            done: None,
+            dead: false,
+            reaped: false,
+            exit: None,
+            forced: false,
+        }
+    }
+
+    /// Whether the worker ended just now (first noticed by this call),
+    /// *without* reaping it: `waitid(P_PID, pid, WEXITED | WNOHANG |
+    /// WNOWAIT)` leaves it a zombie, so its pid cannot be reused until
+    /// [`reap`](Self::reap) (after its segments were taken back).
+    fn noticed_exit(&mut self) -> bool {
         if self.dead {
             return false;
         }
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.exit = Some(status);
+        let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) else {
+            return false;
+        };
+        let how = rustix::process::WaitIdOptions::EXITED
+            | rustix::process::WaitIdOptions::NOHANG
+            | rustix::process::WaitIdOptions::NOWAIT;
+        match rustix::process::waitid(rustix::process::WaitId::Pid(pid), how) {
+            Ok(Some(_)) => {
                 self.dead = true;
                 true
             }
             // Reaped by someone else (SIGCHLD ignored, or a `waitpid(-1)`
-            // elsewhere in the process): dead, its status lost.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CHILD.raw_os_error()) => {
+            // elsewhere in the process): dead, its status lost, its pid
+            // free for reuse.
+            Err(rustix::io::Errno::CHILD) => {
                 self.dead = true;
+                self.reaped = true;
                 true
             }
             Ok(None) | Err(_) => false,
         }
     }
 
-    /// Reads every complete message waiting on the socket; true if a
-    /// `D` message came.
-    fn read_messages(&mut self) -> bool {
+    /// Reaps the worker if it exited (records its status).
+    fn reap(&mut self) {
+        if self.reaped {
+            return;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit = Some(status);
+                self.dead = true;
+                self.reaped = true;
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CHILD.raw_os_error()) => {
+                self.dead = true;
+                self.reaped = true;
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+
+    /// Reads at most [`READ_BUDGET`] bytes from the socket (one `read`)
+    /// and handles the messages they complete. Bytes beyond the budget
+    /// wait in the socket for the next round, so a worker that floods its
+    /// socket costs the parent one bounded read per round, and the parent
+    /// holds at most `READ_BUDGET + MSG_LEN - 1` bytes for it.
+    fn read_messages(&mut self) -> Round {
+        let mut round = Round::default();
         let Some(ctl) = self.ctl.as_mut() else {
-            return false;
+            return round;
         };
-        let mut news = false;
-        let mut buf = [0u8; 64];
-        while !self.eof {
+        if self.eof {
+            return round;
+        }
+        let mut buf = [0u8; READ_BUDGET];
+        let n = loop {
             match ctl.read(&mut buf) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.inbox.extend_from_slice(&buf[..n]),
+                Ok(0) => {
+                    self.eof = true;
+                    return round;
+                }
+                Ok(n) => break n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // WouldBlock: nothing more now. Other errors: treat the
-                // socket as closed; reaping tells how the worker ended.
+                // WouldBlock: nothing now. Other errors: treat the socket
+                // as closed; reaping tells how the worker ended.
                 Err(e) => {
                     if e.kind() != ErrorKind::WouldBlock {
                         self.eof = true;
                     }
-                    break;
+                    return round;
                 }
             }
-        }
-        let whole = self.inbox.len() - self.inbox.len() % MSG_LEN;
-        for m in self.inbox[..whole].chunks_exact(MSG_LEN) {
+        };
+        round.held = self.partial_len + n;
+        round.more = n == READ_BUDGET;
+        for &b in &buf[..n] {
+            self.partial[self.partial_len] = b;
+            self.partial_len += 1;
+            if self.partial_len < MSG_LEN {
+                continue;
+            }
+            self.partial_len = 0;
+            let m = self.partial;
             // Any other tag is a worker speaking another protocol: ignored,
             // so it never completes a pass by accident.
             if m[0] == MSG_DONE {
                 let g = u32::from_le_bytes([m[1], m[2], m[3], m[4]]);
                 self.done = Some(self.done.map_or(g, |d| d.max(g)));
-                news = true;
+                round.news = true;
             }
         }
-        self.inbox.drain(..whole);
-        news
+        round
     }
 }
 
@@ -141,26 +219,74 @@ impl Proc {
 #[derive(Debug, Default)]
 struct Shared {
     procs: Vec<Proc>,
-    /// Indices of workers reaped but not yet handled by the iterator.
-    reaped: Vec<usize>,
+    /// Indices of workers noticed dead (zombies, not yet reaped) whose
+    /// segments the iterator has not yet taken back.
+    died: Vec<usize>,
     /// Something happened since the iterator last looked.
     news: bool,
+    /// The last round left bytes unread on some socket (it read a whole
+    /// budget): the iterator reads on before it sleeps.
+    backlog: bool,
+    /// The probe ended a wait (with [`probe_wake`]) since the iterator
+    /// last looked.
+    woke: bool,
+    /// Most control-message bytes held for one worker in one round.
+    high_water: usize,
 }
 
 impl Shared {
-    /// Reaps exited workers and reads their messages; true if anything new.
+    /// Reads the workers' messages (one bounded read each) and notices
+    /// exited workers; true if anything is new or bytes are left unread.
     fn poll(&mut self) -> bool {
         let mut news = false;
+        let mut backlog = false;
         for i in 0..self.procs.len() {
             let p = &mut self.procs[i];
-            news |= p.read_messages();
-            if p.reap() {
-                self.reaped.push(i);
+            let round = p.read_messages();
+            self.high_water = self.high_water.max(round.held);
+            news |= round.news;
+            backlog |= round.more;
+            if p.noticed_exit() {
+                self.died.push(i);
                 news = true;
             }
         }
         self.news |= news;
-        news
+        self.backlog = backlog;
+        news || backlog
+    }
+}
+
+/// The error the reader's probe ends a wait with when [`Shared::poll`]
+/// found something: not an error the caller sees.
+fn probe_wake() -> Error {
+    Error::Timeout(Duration::ZERO)
+}
+
+/// Whether `e` is [`probe_wake`]'s error (a `recv` without a timeout
+/// times out in no other way).
+fn is_probe_wake(e: &Error) -> bool {
+    matches!(e, Error::Timeout(d) if d.is_zero())
+}
+
+/// Takes back what the dead worker `pid` held in the pool (the unit it was
+/// writing); returns how many segments came back.
+///
+/// The parent calls it while `pid` is a zombie (noticed with `WNOWAIT`,
+/// not yet reaped), so no other process can have that pid yet. This is the
+/// one place that names the core's recovery call: protocol v2's
+/// per-participant recovery (`SegmentPool::recover_dead()`) goes here.
+fn recover_dead_worker(pool: &SegmentPool, pid: u32) -> usize {
+    pool.recover_writer(pid)
+}
+
+/// A hook run with a dead worker's pid just before its segments are taken
+/// back (tests use it to see the worker is still a zombie then).
+struct RecoveryHook(Box<dyn FnMut(u32) + Send>);
+
+impl std::fmt::Debug for RecoveryHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecoveryHook")
     }
 }
 
@@ -218,6 +344,8 @@ pub struct Workers {
     last_poll: Instant,
     /// Segments taken back from dead workers so far.
     recovered: usize,
+    /// Run just before a dead worker's segments are taken back.
+    recovery_hook: Option<RecoveryHook>,
     /// Filled by teardown (which runs once).
     exits: Option<Vec<WorkerExit>>,
 }
@@ -241,10 +369,12 @@ impl Workers {
         let reader = pool.open_reader().with_probe(
             PARENT_PROBE_EVERY,
             Arc::new(move || {
-                if lock(&probe_state).poll() {
+                let mut sh = lock(&probe_state);
+                if sh.poll() {
                     // Not an error the caller sees: it only ends the wait so
                     // the iterator can look at what `poll` recorded.
-                    Err(Error::Timeout(Duration::ZERO))
+                    sh.woke = true;
+                    Err(probe_wake())
                 } else {
                     Ok(())
                 }
@@ -278,6 +408,7 @@ impl Workers {
             grace: DEFAULT_GRACE,
             last_poll: Instant::now(),
             recovered: 0,
+            recovery_hook: None,
             exits: None,
         };
         let parent = std::process::id();
@@ -285,10 +416,16 @@ impl Workers {
             let (ours, theirs) =
                 UnixStream::pair().map_err(|e| Error::io("socketpair (worker control)", e))?;
             child_fd.store(theirs.as_raw_fd(), Ordering::Relaxed);
+            // The socket's inode names this very socket: the worker checks
+            // that its fd `ctl` is it, so no other process that inherits
+            // the variable (one the worker runs) adopts another socket.
+            let sock = rustix::fs::fstat(&theirs)
+                .map_err(|e| Error::io("fstat (worker control socket)", e))?
+                .st_ino;
             cmd.env(
                 WORKER_ENV,
                 format!(
-                    "{ENV_PREFIX} ctl={} parent={parent} index={index} workers={n}",
+                    "{ENV_PREFIX} ctl={} sock={sock} parent={parent} index={index} workers={n}",
                     theirs.as_raw_fd()
                 ),
             );
@@ -297,17 +434,7 @@ impl Workers {
             drop(theirs);
             ours.set_nonblocking(true)
                 .map_err(|e| Error::io("set worker socket non-blocking", e))?;
-            lock(&workers.shared).procs.push(Proc {
-                pid: child.id(),
-                child,
-                ctl: Some(ours),
-                inbox: Vec::new(),
-                eof: false,
-                done: None,
-                dead: false,
-                exit: None,
-                forced: false,
-            });
+            lock(&workers.shared).procs.push(Proc::new(child, ours));
         }
         Ok(workers)
     }
@@ -333,6 +460,22 @@ impl Workers {
     /// and not committed).
     pub fn recovered(&self) -> usize {
         self.recovered
+    }
+
+    /// Runs `hook` with a dead worker's pid just before its segments are
+    /// taken back (while it is still a zombie). For tests.
+    #[doc(hidden)]
+    pub fn on_recovery(mut self, hook: impl FnMut(u32) + Send + 'static) -> Self {
+        self.recovery_hook = Some(RecoveryHook(Box::new(hook)));
+        self
+    }
+
+    /// The most control-message bytes the parent held for one worker at
+    /// once (read in one round plus an incomplete message): at most
+    /// `READ_BUDGET + MSG_LEN - 1` however fast workers write. For tests.
+    #[doc(hidden)]
+    pub fn control_high_water(&self) -> usize {
+        lock(&self.shared).high_water
     }
 
     /// Workers not yet known to have exited.
@@ -376,30 +519,33 @@ impl Workers {
         Ok(generation)
     }
 
-    /// Reaps and reads the workers, then handles deaths: recovers their
-    /// segments and queues a report for each abnormal exit.
+    /// Reads the workers' messages and notices deaths, then handles each
+    /// death: takes back the dead worker's segments *while it is a zombie*,
+    /// then reaps it, then queues a report if it exited abnormally.
     fn poll(&mut self) {
         self.last_poll = Instant::now();
-        let reaped = {
-            let mut sh = lock(&self.shared);
-            sh.poll();
-            sh.news = false;
-            let indices: Vec<usize> = sh.reaped.drain(..).collect();
-            indices
-                .into_iter()
-                .map(|i| {
-                    let p = &sh.procs[i];
-                    let finished = matches!(self.pass, PassState::Running(g) if p.done == Some(g));
-                    (p.pid, p.exit, finished)
-                })
-                .collect::<Vec<_>>()
-        };
-        for (pid, status, finished) in reaped {
-            // Reaped, so dead: nothing of it can race the recovery, and its
-            // pid cannot have been reused by a process holding this pool
-            // (we spawn none after the first pass's workers).
-            self.recovered += self.pool.recover_writer(pid);
-            let how = match status {
+        let mut sh = lock(&self.shared);
+        sh.poll();
+        sh.news = false;
+        sh.woke = false;
+        let died = std::mem::take(&mut sh.died);
+        for i in died {
+            let p = &mut sh.procs[i];
+            let pid = p.pid;
+            // Not reaped yet (only noticed with `WNOWAIT`): a zombie keeps
+            // its pid, so no process can have reused it, nothing can race
+            // the recovery, and the segments found are surely the dead
+            // worker's. A worker someone else reaped may have a successor
+            // with its pid already: its segments are left alone.
+            if !p.reaped {
+                if let Some(RecoveryHook(hook)) = self.recovery_hook.as_mut() {
+                    hook(pid);
+                }
+                self.recovered += recover_dead_worker(&self.pool, pid);
+            }
+            p.reap();
+            let finished = matches!(self.pass, PassState::Running(g) if p.done == Some(g));
+            let how = match p.exit {
                 Some(status) if status.success() => continue,
                 Some(status) => describe(status),
                 // Status unknown: an error unless it had finished the pass.
@@ -470,8 +616,13 @@ impl Workers {
             if let Some(u) = self.stash.take() {
                 return Some(self.deliver(u));
             }
-            // `news`: a death or message seen by `live` or by the probe.
-            if self.last_poll.elapsed() >= PARENT_PROBE_EVERY || lock(&self.shared).news {
+            // `news`: a death or message seen by `live` or by the probe;
+            // `backlog`: bytes left unread by the last round.
+            let (news, backlog) = {
+                let sh = lock(&self.shared);
+                (sh.news, sh.backlog)
+            };
+            if news || backlog || self.last_poll.elapsed() >= PARENT_PROBE_EVERY {
                 self.poll();
             }
             if let Some(item) = self.look() {
@@ -479,7 +630,7 @@ impl Workers {
             }
             // Nothing queued. Look at the workers *before* the last look at
             // the ring: a worker sends `D` after its last commit, and a dead
-            // worker publishes nothing after it is reaped, so if they were
+            // worker publishes nothing after it is noticed dead, so if they were
             // all done then and the ring is empty after, the pass is over.
             self.poll();
             let complete = self.pass_complete(generation);
@@ -495,16 +646,34 @@ impl Workers {
             if complete {
                 return self.finish();
             }
+            // A socket holds more than a round reads: read on (a budget per
+            // worker per round, with a look at the ring between rounds)
+            // rather than sleep.
+            if lock(&self.shared).backlog {
+                continue;
+            }
             // Sleep until a unit comes; the probe ends the wait early when
-            // a worker exits or says it is done.
-            match self.reader.recv() {
-                Ok(u) => return Some(self.deliver(u)),
-                Err(_) if lock(&self.shared).news => continue,
-                Err(Error::Shutdown) => return self.finish(),
-                Err(e) => {
-                    self.pass = PassState::Ended;
-                    return Some(Err(e));
-                }
+            // a worker exits or says something.
+            let woken = self.reader.recv();
+            if let Some(item) = self.woken(woken) {
+                return item;
+            }
+        }
+    }
+
+    /// What `step` makes of the blocking `recv`'s result: `None` to look
+    /// again (the probe ended the wait: a worker said something or died),
+    /// else the item `next` returns. Only the probe's own wake-up is looked
+    /// past; any other error ([`Error::Corrupt`], an I/O error, ...) is
+    /// returned and ends the pass.
+    fn woken(&mut self, r: Result<Unit>) -> Option<Option<Result<Unit>>> {
+        match r {
+            Ok(u) => Some(Some(self.deliver(u))),
+            Err(e) if is_probe_wake(&e) && std::mem::take(&mut lock(&self.shared).woke) => None,
+            Err(Error::Shutdown) => Some(self.finish()),
+            Err(e) => {
+                self.pass = PassState::Ended;
+                Some(Some(Err(e)))
             }
         }
     }
@@ -533,19 +702,20 @@ impl Workers {
             let mut all = true;
             for p in &mut sh.procs {
                 p.reap();
-                all &= p.dead;
+                all &= p.reaped;
             }
             if all || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        for p in sh.procs.iter_mut().filter(|p| !p.dead) {
+        for p in sh.procs.iter_mut().filter(|p| !p.reaped) {
             // Errors: it exited meanwhile (kill) or was reaped elsewhere
             // (wait); either way nothing more can be done for it.
             let killed = p.child.kill().is_ok();
             p.exit = p.child.wait().ok();
             p.dead = true;
+            p.reaped = true;
             // A worker that exited on its own just before the kill was not forced.
             p.forced = killed && p.exit.and_then(|s| s.signal()) == Some(9);
         }
@@ -596,6 +766,39 @@ impl Drop for Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue finding b): `Err(_) if news => continue` looked
+    /// past *any* error from the blocking `recv` while news was pending, so
+    /// a real one (a peer's corrupt ticket, consumed with the error) was
+    /// lost. Only the probe's own wake-up may be looked past.
+    #[test]
+    fn a_real_error_from_the_wait_ends_the_pass_even_with_news_pending() {
+        let pool = SegmentPool::new(4096, 2).unwrap();
+        let mut workers = Workers::spawn(pool, Command::new("true"), 1).unwrap();
+        let real = [
+            Error::Corrupt("ticket 7 names segment 9 of 2".into()),
+            Error::io("futex wait", std::io::Error::from_raw_os_error(14)),
+        ];
+        for e in real {
+            let what = e.to_string();
+            workers.pass = PassState::Running(1);
+            // A worker's message or death, noticed by a probe round.
+            lock(&workers.shared).news = true;
+            match workers.woken(Err(e)) {
+                Some(Some(Err(got))) => assert_eq!(got.to_string(), what),
+                other => panic!("{what}: swallowed, got {other:?}"),
+            }
+            assert_eq!(workers.pass, PassState::Ended, "{what}: the pass goes on");
+        }
+        // The probe's own wake-up is looked past (once).
+        workers.pass = PassState::Running(1);
+        lock(&workers.shared).woke = true;
+        assert!(workers.woken(Err(probe_wake())).is_none());
+        assert!(matches!(
+            workers.woken(Err(probe_wake())),
+            Some(Some(Err(Error::Timeout(_))))
+        ));
+    }
 
     #[test]
     fn exit_statuses_are_described_in_words() {

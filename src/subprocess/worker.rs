@@ -2,9 +2,11 @@
 
 use super::{ENV_PREFIX, MSG_DONE, MSG_LEN, MSG_PASS, WORKER_ENV, WORKER_PROBE_EVERY, message};
 use crate::error::{Error, Result};
+use crate::handle::{ENV_VAR as HANDLE_ENV, PoolHandle};
 use crate::pool::SegmentPool;
 use crate::writer::{UnitWriter, Writer};
 use std::cell::Cell;
+use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -18,6 +20,8 @@ static CLAIMED: AtomicBool = AtomicBool::new(false);
 #[derive(Debug, PartialEq, Eq)]
 struct WorkerEnv {
     ctl: RawFd,
+    /// Inode of the socket the parent made for this worker.
+    sock: u64,
     parent: u32,
     index: usize,
     workers: usize,
@@ -32,7 +36,7 @@ impl std::str::FromStr for WorkerEnv {
         if words.next() != Some(ENV_PREFIX) {
             return Err(bad(format!("does not start with {ENV_PREFIX:?}")));
         }
-        let mut fields: [Option<u64>; 4] = [None; 4];
+        let mut fields: [Option<u64>; 5] = [None; 5];
         for word in words {
             let (key, value) = word
                 .split_once('=')
@@ -42,6 +46,7 @@ impl std::str::FromStr for WorkerEnv {
                 "parent" => 1,
                 "index" => 2,
                 "workers" => 3,
+                "sock" => 4,
                 _ => return Err(bad(format!("unknown field {key:?}"))),
             };
             let v = value
@@ -51,9 +56,16 @@ impl std::str::FromStr for WorkerEnv {
                 return Err(bad(format!("field {key:?} given twice")));
             }
         }
-        let [Some(ctl), Some(parent), Some(index), Some(workers)] = fields else {
+        let [
+            Some(ctl),
+            Some(parent),
+            Some(index),
+            Some(workers),
+            Some(sock),
+        ] = fields
+        else {
             return Err(bad(
-                "ctl=, parent=, index= and workers= are all required".into()
+                "ctl=, sock=, parent=, index= and workers= are all required".into(),
             ));
         };
         let ctl = RawFd::try_from(ctl).map_err(|_| bad(format!("ctl={ctl} is out of range")))?;
@@ -67,6 +79,7 @@ impl std::str::FromStr for WorkerEnv {
         }
         Ok(WorkerEnv {
             ctl,
+            sock,
             parent,
             index,
             workers,
@@ -87,68 +100,133 @@ fn parent_alive(parent: u32) -> Result<()> {
     }
 }
 
+/// Whether this process runs one thread (this one): `/proc/self/task`
+/// lists one. False when it cannot tell.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.take(2).count() == 1)
+}
+
+/// The values of [`WORKER_ENV`] and `SEGPOOL_HANDLE`, removed from the
+/// environment (when that is sound: see below) so that no program this
+/// process runs inherits them.
+fn take_env() -> (Option<OsString>, Option<OsString>) {
+    let vars = (std::env::var_os(WORKER_ENV), std::env::var_os(HANDLE_ENV));
+    if vars != (None, None) && single_threaded() {
+        // SAFETY: `remove_var` is unsound only while another thread may read
+        // or write the environment. This process has one thread, this one
+        // (`/proc/self/task` lists only it), and no other can start before
+        // these calls return: only this thread could start it, and it is
+        // here. (A signal handler may not read the environment: `getenv`
+        // is not async-signal-safe.) With other threads the variables stay.
+        unsafe {
+            std::env::remove_var(WORKER_ENV);
+            std::env::remove_var(HANDLE_ENV);
+        }
+    }
+    vars
+}
+
 /// Opens this process's [`Worker`]: attaches to the pool its parent
 /// [`Workers`](super::Workers) passed and to the control socket.
 ///
+/// Call it first thing in `main`, before starting threads: it then also
+/// removes [`WORKER_ENV`] and `SEGPOOL_HANDLE` from the environment, so
+/// programs this worker runs never see them. (With other threads running
+/// it leaves them, as changing the environment then is not sound; they are
+/// harmless anyway, see below.) It sets close-on-exec on the inherited
+/// socket and memfd, so no program this worker runs inherits them either.
+///
+/// It adopts the control socket only if fd `ctl` is the very socket the
+/// parent made for this worker (its inode, named in [`WORKER_ENV`]) and the
+/// parent named there is this process's parent: a program a worker runs
+/// (exec'd in its place, or a child of it) that inherited the variables
+/// gets [`Error::BadHandle`], whatever socket it has under that number,
+/// and its fds are left untouched.
+///
 /// [`Error::BadHandle`] when not started by a `Workers` (the variables are
-/// missing or malformed, or `worker` was already called in this process);
-/// [`Error::PeerGone`] when the parent already died.
+/// missing, malformed or inherited, or `worker` was already called in this
+/// process); [`Error::PeerGone`] when the parent already died.
 pub fn worker() -> Result<Worker> {
-    let env: WorkerEnv = match std::env::var(WORKER_ENV) {
-        Ok(s) => s.parse()?,
-        Err(std::env::VarError::NotPresent) => {
+    if CLAIMED.load(Ordering::Relaxed) {
+        return Err(Error::BadHandle(
+            "worker() was already called in this process".into(),
+        ));
+    }
+    let (worker_var, handle_var) = take_env();
+    let env: WorkerEnv = match worker_var.map(OsString::into_string) {
+        Some(Ok(s)) => s.parse()?,
+        None => {
             return Err(Error::BadHandle(format!(
                 "{WORKER_ENV} is not set: this process was not started by segpool::subprocess::Workers"
             )));
         }
-        Err(std::env::VarError::NotUnicode(_)) => {
+        Some(Err(_)) => {
             return Err(Error::BadHandle(format!("{WORKER_ENV} is not valid UTF-8")));
         }
     };
-    parent_alive(env.parent)?;
-    // Open, and a socket? Asked of /proc so no fd is touched before we know.
+    // The very socket the parent made for us? Asked of /proc, so no fd is
+    // touched before we know: a process that inherited the variable from a
+    // worker (a program it ran) may have anything under that number.
     let link = std::fs::read_link(format!("/proc/self/fd/{}", env.ctl)).map_err(|e| {
         Error::BadHandle(format!(
-            "{WORKER_ENV}: control fd {} is not open: {e}",
+            "{WORKER_ENV}: control fd {} is not open ({e}): the variable was inherited, \
+             not set by segpool::subprocess::Workers for this process",
             env.ctl
         ))
     })?;
-    if !link.to_string_lossy().starts_with("socket:") {
+    let want = format!("socket:[{}]", env.sock);
+    if link.as_os_str() != want.as_str() {
         return Err(Error::BadHandle(format!(
-            "{WORKER_ENV}: control fd {} is {}, not a socket",
+            "{WORKER_ENV}: control fd {} is {}, not the parent's socket {want}: the variable \
+             was inherited, not set by segpool::subprocess::Workers for this process",
             env.ctl,
             link.display()
         )));
     }
+    // Our socket, so the variable is ours: the parent named in it made us.
+    parent_alive(env.parent)?;
     if CLAIMED.swap(true, Ordering::Relaxed) {
         return Err(Error::BadHandle(
             "worker() was already called in this process".into(),
         ));
     }
-    // SAFETY: /proc says fd `env.ctl` is open and a socket; it was inherited
-    // from the parent (which cleared close-on-exec on it for this child
-    // only), so no code in this process opened it or owns it, and `CLAIMED`
-    // makes this the only adoption of it. From here `ctl` owns and closes it.
+    // SAFETY: /proc says fd `env.ctl` is open and is the socket (by inode)
+    // the parent made for this process and let it inherit (clearing
+    // close-on-exec on it for this child only), so no code in this process
+    // opened it or owns it, and `CLAIMED` makes this the only adoption of
+    // it. From here `ctl` owns and closes it.
     let ctl = unsafe { UnixStream::from_raw_fd(env.ctl) };
     // Inherited without close-on-exec (so it survived our exec): restore it,
     // so programs this worker runs do not keep the socket, or the pool's
     // memory, alive after it exits.
     rustix::io::fcntl_setfd(&ctl, rustix::io::FdFlags::CLOEXEC)
         .map_err(|e| Error::io("fcntl(FD_CLOEXEC) on the control socket", e))?;
-    let handle = crate::PoolHandle::from_env()?;
-    let pool = SegmentPool::attach(&handle)?;
+    let handle: PoolHandle = match handle_var.map(OsString::into_string) {
+        Some(Ok(s)) => s.parse()?,
+        None => {
+            return Err(Error::BadHandle(format!(
+                "{HANDLE_ENV} is not set (but {WORKER_ENV} is)"
+            )));
+        }
+        Some(Err(_)) => {
+            return Err(Error::BadHandle(format!("{HANDLE_ENV} is not valid UTF-8")));
+        }
+    };
     if let crate::handle::Backing::Fd(n) = handle.backing() {
-        let inherited = format!("/proc/self/fd/{n}");
-        // `attach` opened the memfd anew through /proc, so the inherited
-        // number is open (it succeeded) and nothing here will close it.
-        if std::fs::read_link(&inherited).is_ok() {
-            // SAFETY: fd `n` is open (just checked, and `attach` reopened it
-            // through /proc a moment ago); the borrow lasts one fcntl call.
+        // Close-on-exec before `attach` (which opens the memfd anew through
+        // /proc), so no program this worker runs inherits it even if
+        // attaching fails. The handle came with our socket from our
+        // parent, so fd `n` is the memfd it let us inherit.
+        if std::fs::read_link(format!("/proc/self/fd/{n}")).is_ok() {
+            // SAFETY: fd `n` is open (just checked) and nothing in this
+            // process owns it (inherited, never adopted); the borrow lasts
+            // one fcntl call.
             let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(*n) };
             rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
                 .map_err(|e| Error::io("fcntl(FD_CLOEXEC) on the inherited pool fd", e))?;
         }
     }
+    let pool = SegmentPool::attach(&handle)?;
     let parent = env.parent;
     let writer = pool
         .open_writer()
@@ -336,13 +414,14 @@ mod tests {
 
     #[test]
     fn worker_env_round_trips_and_refuses_garbage() {
-        let ok: WorkerEnv = "segpool-worker/1 ctl=5 parent=77 index=1 workers=3"
+        let ok: WorkerEnv = "segpool-worker/2 ctl=5 sock=123 parent=77 index=1 workers=3"
             .parse()
             .unwrap();
         assert_eq!(
             ok,
             WorkerEnv {
                 ctl: 5,
+                sock: 123,
                 parent: 77,
                 index: 1,
                 workers: 3
@@ -350,14 +429,16 @@ mod tests {
         );
         for s in [
             "",
+            "segpool-worker/1 ctl=5 sock=123 parent=77 index=1 workers=3",
             "segpool-worker/2 ctl=5 parent=77 index=1 workers=3",
-            "segpool-worker/1 ctl=5 parent=77 index=1",
-            "segpool-worker/1 ctl=5 ctl=6 parent=77 index=1 workers=3",
-            "segpool-worker/1 ctl=-5 parent=77 index=1 workers=3",
-            "segpool-worker/1 ctl=99999999999 parent=77 index=1 workers=3",
-            "segpool-worker/1 ctl=5 parent=1 index=1 workers=3",
-            "segpool-worker/1 ctl=5 parent=77 index=3 workers=3",
-            "segpool-worker/1 ctl=5 parent=77 index=0 workers=3 extra=1",
+            "segpool-worker/2 ctl=5 sock=123 parent=77 index=1",
+            "segpool-worker/2 ctl=5 ctl=6 sock=123 parent=77 index=1 workers=3",
+            "segpool-worker/2 ctl=-5 sock=123 parent=77 index=1 workers=3",
+            "segpool-worker/2 ctl=99999999999 sock=123 parent=77 index=1 workers=3",
+            "segpool-worker/2 ctl=5 sock=-1 parent=77 index=1 workers=3",
+            "segpool-worker/2 ctl=5 sock=123 parent=1 index=1 workers=3",
+            "segpool-worker/2 ctl=5 sock=123 parent=77 index=3 workers=3",
+            "segpool-worker/2 ctl=5 sock=123 parent=77 index=0 workers=3 extra=1",
         ] {
             assert!(
                 matches!(s.parse::<WorkerEnv>(), Err(Error::BadHandle(_))),

@@ -122,6 +122,11 @@ pub struct Life {
     /// Iteration number, bumped by `reset`. Claims record it; units of an
     /// older iteration are dropped by the consumer instead of delivered.
     pub generation: AtomicU32,
+    /// Dead participants recovered since creation, by any process.
+    pub recovered_participants: AtomicU64,
+    /// Segments recovery gave back since creation (uncommitted units of
+    /// dead writers, views of dead readers), by any process.
+    pub recovered_segments: AtomicU64,
 }
 
 /// [`Life::shutdown`] value after `shutdown_arena`.
@@ -179,6 +184,8 @@ impl Header {
             life: Line(Life {
                 shutdown: AtomicU32::new(0),
                 generation: AtomicU32::new(0),
+                recovered_participants: z64(),
+                recovered_segments: z64(),
             }),
         }
     }

@@ -241,6 +241,14 @@ impl SegmentPool {
         self.region.recover_pid(pid)
     }
 
+    /// What every recovery run through this pool object (and its writers and
+    /// readers, whose blocked calls sweep) did so far, added up: how many
+    /// dead participants, segments freed, units delivered, index bits
+    /// scrubbed. Recoveries other processes ran are not counted here.
+    pub fn recovered(&self) -> Recovered {
+        self.region.recovered()
+    }
+
     /// The processes that have this pool open, as the participant table
     /// records them, each with whether it is alive.
     pub fn participants(&self) -> Vec<(ParticipantView, bool)> {

@@ -184,8 +184,13 @@ pub struct Stats {
     pub generation: u32,
     /// Whether `shutdown_arena` was called.
     pub shutdown: bool,
-    /// Processes that have the pool open (participant entries in use).
+    /// Processes that have the pool open (participant entries in use; a
+    /// dead one counts until it is recovered).
     pub participants: usize,
+    /// Dead participants recovered since the pool was created.
+    pub recovered_participants: u64,
+    /// Segments recovery gave back since the pool was created.
+    pub recovered_segments: u64,
 }
 
 /// What one recovery did.
@@ -289,6 +294,11 @@ impl<'a> Control<'a> {
         self.hdr.data.store(0, Ordering::Relaxed);
         self.hdr.life.shutdown.store(0, Ordering::Relaxed);
         self.hdr.life.generation.store(0, Ordering::Relaxed);
+        self.hdr
+            .life
+            .recovered_participants
+            .store(0, Ordering::Relaxed);
+        self.hdr.life.recovered_segments.store(0, Ordering::Relaxed);
     }
 
     /// Number of segments.
@@ -475,6 +485,12 @@ impl<'a> Control<'a> {
         {
             r.participants += 1;
         }
+        // Relaxed: monitoring counters.
+        let life = &self.hdr.life;
+        life.recovered_participants
+            .fetch_add(r.participants as u64, Ordering::Relaxed);
+        life.recovered_segments
+            .fetch_add(r.freed as u64, Ordering::Relaxed);
         r
     }
 
@@ -846,6 +862,8 @@ impl<'a> Control<'a> {
             published,
             generation: self.generation(),
             shutdown: self.is_shutdown(),
+            recovered_participants: self.hdr.life.recovered_participants.load(Ordering::Relaxed),
+            recovered_segments: self.hdr.life.recovered_segments.load(Ordering::Relaxed),
             ..Stats::default()
         };
         let (mut writing, mut published_phase) = (0, 0);

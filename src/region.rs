@@ -54,6 +54,8 @@ pub(crate) struct Region {
     witness: Witness,
     /// The process's fork generation when this region was made.
     fork_generation: u64,
+    /// What recoveries run through this region did, added up.
+    recovered: std::sync::Mutex<Recovered>,
 }
 
 fn holders(count: usize) -> Box<[std::sync::atomic::AtomicU32]> {
@@ -124,6 +126,7 @@ impl Region {
             me: Owner::new(0, 0),
             witness,
             fork_generation,
+            recovered: Default::default(),
         };
         region.control().init();
         layout.write_ident(&region.header().ident);
@@ -231,6 +234,7 @@ impl Region {
             me: Owner::new(0, 0),
             witness,
             fork_generation,
+            recovered: Default::default(),
         };
         region.join()?;
         // Whoever died before we came is recovered now, not at the first
@@ -334,21 +338,35 @@ impl Region {
 
     /// Recovers every dead participant and scrubs the index.
     pub(crate) fn sweep(&self) -> Recovered {
-        self.control().recover_dead(&|i| self.is_dead(i))
+        let r = self.control().recover_dead(&|i| self.is_dead(i));
+        self.count_recovered(r);
+        r
+    }
+
+    fn count_recovered(&self, r: Recovered) {
+        if r != Recovered::default() {
+            *self.recovered.lock().unwrap_or_else(|e| e.into_inner()) += r;
+        }
+    }
+
+    /// Everything recoveries run through this region did so far.
+    pub(crate) fn recovered(&self) -> Recovered {
+        *self.recovered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Recovers the dead participants that recorded `pid`; returns the
     /// segments that came back.
     pub(crate) fn recover_pid(&self, pid: u32) -> usize {
         let ctl = self.control();
-        let mut freed = 0;
+        let mut total = Recovered::default();
         for p in ctl.participants() {
             if p.pid == pid && p.index != self.me.index() && self.is_dead(p.index) {
-                freed += ctl.recover(p.index, p.incarnation).freed;
+                total += ctl.recover(p.index, p.incarnation);
             }
         }
-        ctl.scrub();
-        freed
+        total.scrubbed += ctl.scrub();
+        self.count_recovered(total);
+        total.freed
     }
 
     /// Start of segment `seg` (< count): `segment_size` writable bytes.

@@ -273,9 +273,12 @@ fn is_probe_wake(e: &Error) -> bool {
 /// writing); returns how many segments came back.
 ///
 /// The parent calls it while `pid` is a zombie (noticed with `WNOWAIT`,
-/// not yet reaped), so no other process can have that pid yet. This is the
-/// one place that names the core's recovery call: protocol v2's
-/// per-participant recovery (`SegmentPool::recover_dead()`) goes here.
+/// not yet reaped), so no other process can have that pid yet. Recovery
+/// itself trusts no pid: it picks the participants that recorded `pid`
+/// and recovers those whose liveness lock the kernel dropped (a zombie
+/// holds no descriptors). Units the worker committed stay queued and are
+/// still delivered; the unit it was writing comes back. This is the one
+/// place that names the core's recovery call.
 fn recover_dead_worker(pool: &SegmentPool, pid: u32) -> usize {
     pool.recover_writer(pid)
 }
@@ -342,8 +345,6 @@ pub struct Workers {
     pass: PassState,
     grace: Duration,
     last_poll: Instant,
-    /// Segments taken back from dead workers so far.
-    recovered: usize,
     /// Run just before a dead worker's segments are taken back.
     recovery_hook: Option<RecoveryHook>,
     /// Filled by teardown (which runs once).
@@ -407,7 +408,6 @@ impl Workers {
             pass: PassState::Idle,
             grace: DEFAULT_GRACE,
             last_poll: Instant::now(),
-            recovered: 0,
             recovery_hook: None,
             exits: None,
         };
@@ -456,10 +456,13 @@ impl Workers {
         lock(&self.shared).procs.iter().map(|p| p.pid).collect()
     }
 
-    /// Segments taken back from dead workers so far (units they had begun
-    /// and not committed).
+    /// Segments taken back from dead processes so far (units they had
+    /// begun and not committed, or held as readers): by this parent when a
+    /// worker's death is noticed, or earlier by any process's recovery (a
+    /// blocked `begin_unit` or `recv` sweeps every 100 ms). The pool-wide
+    /// `stats().recovered_segments`.
     pub fn recovered(&self) -> usize {
-        self.recovered
+        self.pool.stats().recovered_segments as usize
     }
 
     /// Runs `hook` with a dead worker's pid just before its segments are
@@ -541,7 +544,7 @@ impl Workers {
                 if let Some(RecoveryHook(hook)) = self.recovery_hook.as_mut() {
                     hook(pid);
                 }
-                self.recovered += recover_dead_worker(&self.pool, pid);
+                recover_dead_worker(&self.pool, pid);
             }
             p.reap();
             let finished = matches!(self.pass, PassState::Running(g) if p.done == Some(g));

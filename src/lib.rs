@@ -81,6 +81,8 @@ mod futex;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 mod policy;
 #[cfg(not(loom))]
 mod pool;

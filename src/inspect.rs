@@ -68,10 +68,11 @@ pub struct Snapshot {
     /// Counters, segments per phase, waiters, generation and shutdown, with
     /// the meaning [`SegmentPool::stats`](crate::SegmentPool::stats) gives them.
     pub stats: Stats,
-    /// Committed bytes of the units queued or held at this instant (their
-    /// spans, as `commit_unit` returned them). With `queued + held` it gives
-    /// the mean unit size, to turn units/s into bytes/s.
-    pub bytes_in_flight: u64,
+    /// The mean committed span (as `commit_unit` returned it) of the last
+    /// unit each segment carried, over the segments that carried a non-empty
+    /// one; `None` before any did. The pool counts units, not bytes: this
+    /// turns units/s into an estimate of bytes/s.
+    pub mean_unit_len: Option<u64>,
     /// The processes that created or attached the pool, when the layout
     /// records them; `None` for layout version 1, which does not.
     pub participants: Option<Vec<Participant>>,
@@ -258,25 +259,25 @@ impl Inspector {
             waiting_consumers: waiters(hdr.data.load(Ordering::Relaxed)),
             ..Stats::default()
         };
-        let mut bytes_in_flight = 0u64;
-        // The same classification as `Control::stats`, with Relaxed loads.
+        let (mut len_sum, mut len_n) = (0u64, 0u64);
         for (seg, d) in descs.iter().enumerate() {
+            // `len` is stored at commit and never cleared, so it holds the
+            // span of the last unit committed in this segment, in any phase.
+            // A peer may write any value: clamp to what a segment holds.
+            let len = d.len.load(Ordering::Relaxed).min(l.segment_size as u64);
+            if len > 0 {
+                len_sum = len_sum.saturating_add(len);
+                len_n += 1;
+            }
+            // The same classification as `Control::stats`, with Relaxed loads.
             if !bitmap.is_owned(seg) {
                 stats.free += 1;
                 continue;
             }
             match phase_of(d.state.load(Ordering::Relaxed)) {
                 phase::WRITING => stats.writing += 1,
-                p @ (phase::PUBLISHED | phase::HELD) => {
-                    if p == phase::PUBLISHED {
-                        stats.queued += 1;
-                    } else {
-                        stats.held += 1;
-                    }
-                    // A peer may write any length; clamp to what a segment holds.
-                    let len = d.len.load(Ordering::Relaxed).min(l.segment_size as u64);
-                    bytes_in_flight = bytes_in_flight.saturating_add(len);
-                }
+                phase::PUBLISHED => stats.queued += 1,
+                phase::HELD => stats.held += 1,
                 _ => {} // between a claim and its descriptor store, or a release
             }
         }
@@ -285,7 +286,7 @@ impl Inspector {
             count: l.count,
             version: self.version,
             stats,
-            bytes_in_flight,
+            mean_unit_len: (len_n > 0).then(|| len_sum / len_n),
             participants: None,
         })
     }
@@ -387,7 +388,7 @@ mod tests {
             (4, 1, 2, 1)
         );
         assert_eq!(snap.stats.published, 3);
-        assert_eq!(snap.bytes_in_flight, 600);
+        assert_eq!(snap.mean_unit_len, Some(200)); // 100, 200, 300
         assert_eq!(snap.participants, None);
 
         drop(held);

@@ -8,8 +8,9 @@
 //!
 //! Every fd of the same object has the same (device, inode) when followed
 //! (`stat` of the link path), which is how fds are grouped into pools across
-//! processes. Nothing here opens a pool: it only reads directories, links
-//! and `comm`.
+//! processes. Read-only fds are left out: they belong to observers such as
+//! another `segpool`, never to a process that uses the pool. Nothing here
+//! opens a pool: it only reads directories, links, `fdinfo` and `comm`.
 
 use segpool::inspect::{MEMFD_NAME, SHM_PREFIX};
 use std::collections::BTreeMap;
@@ -142,6 +143,9 @@ pub fn pool_fds(pid: u32) -> io::Result<Vec<PoolFd>> {
         let Some((kind, name, unlinked)) = classify(target.as_os_str()) else {
             continue;
         };
+        if read_only(pid, fd) {
+            continue; // an observer (another `segpool`), not a user of the pool
+        }
         let Ok(meta) = std::fs::metadata(entry.path()) else {
             continue;
         };
@@ -155,6 +159,20 @@ pub fn pool_fds(pid: u32) -> io::Result<Vec<PoolFd>> {
     }
     out.sort_by_key(|p| p.fd);
     Ok(out)
+}
+
+/// Whether fd `fd` of `pid` was opened read-only (`/proc/PID/fdinfo/FD`
+/// says `flags: ...` in octal, access mode in the low two bits). A pool's
+/// creator and attachers always hold it read-write; `segpool` itself, and
+/// any other observer, read-only.
+fn read_only(pid: u32, fd: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            u32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|flags| flags & 0o3 == 0)
 }
 
 /// `/proc/PID/comm` without its newline, or `?`.

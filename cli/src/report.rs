@@ -209,7 +209,7 @@ impl PoolReport {
                 }
             }
         }
-        let _ = writeln!(o, "state        {}: {}", self.state, self.diagnosis);
+        let _ = writeln!(o, "state        {}", self.diagnosis);
         o
     }
 }
@@ -262,7 +262,8 @@ fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// A short state word and a sentence naming the bottleneck.
+/// A short state word, and a sentence that names the bottleneck and reads
+/// on its own (it starts with the state in words).
 ///
 /// States, first match wins: `shutdown`, `producers_waiting` (a producer
 /// sleeps for a free segment), `consumers_waiting` (a consumer sleeps for a
@@ -326,7 +327,7 @@ pub fn diagnose(s: &Stats, count: usize) -> (&'static str, String) {
         return (
             "full",
             format!(
-                "full: {} writing, {} queued, {} held; nobody asleep yet",
+                "full: no free segment ({} writing, {} queued, {} held), nobody asleep yet",
                 s.writing, s.queued, s.held
             ),
         );
@@ -337,7 +338,7 @@ pub fn diagnose(s: &Stats, count: usize) -> (&'static str, String) {
     (
         "busy",
         format!(
-            "{}/{count} in use ({} writing, {} queued, {} held), nobody waiting",
+            "busy: {}/{count} in use ({} writing, {} queued, {} held), nobody waiting",
             count - s.free,
             s.writing,
             s.queued,

@@ -172,7 +172,10 @@ fn a_shut_down_pool_says_so() {
     assert_eq!(phases(&v), [2, 0, 2, 0]);
     let text = segpool(&["stat", &fx.target]).ok().to_owned();
     assert!(text.contains("shutdown     yes"), "{text}");
-    assert!(text.contains("state        shutdown: shut down"), "{text}");
+    assert!(
+        text.contains("state        shut down: producers are refused"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -402,6 +405,15 @@ fn top_says_when_the_pool_vanishes() {
     let watcher =
         std::thread::spawn(move || segpool(&["top", &target, "-n", "200", "--interval", "0.1"]));
     std::thread::sleep(std::time::Duration::from_millis(500));
+    // The watching `top` holds the pool too, read-only: it is not listed.
+    let v = stat_json(&fx.target);
+    let pids: Vec<u64> = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, [u64::from(fx.pid)]);
     assert!(fx.finish().success());
     let out: Out = watcher.join().unwrap();
     let err = out.failed();
@@ -483,4 +495,20 @@ fn another_users_pool_is_a_permission_error_naming_the_path() {
             .contains(&format!("skipped {name}: permission denied")),
         "{out:#?}"
     );
+}
+
+#[test]
+fn looking_at_a_pool_changes_none_of_its_bytes() {
+    let fx = Fixture::start("full", false);
+    let path = format!("/proc/{}", fx.target.replace(':', "/fd/"));
+    let before = std::fs::read(&path).unwrap();
+    segpool(&["stat", &fx.target]).ok();
+    segpool(&["stat", &fx.pid.to_string(), "--json"]).ok();
+    segpool(&["top", &fx.target, "-n", "3", "--interval", "0.05"]).ok();
+    segpool(&["ls"]).ok();
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(before.len(), after.len());
+    // Not assert_eq!: a diff of 300 KiB of bytes would drown the message.
+    let first = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert_eq!(first, None, "the pool changed at byte {first:?}");
 }

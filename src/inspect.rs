@@ -73,6 +73,11 @@ pub struct Snapshot {
     /// one; `None` before any did. The pool counts units, not bytes: this
     /// turns units/s into an estimate of bytes/s.
     pub mean_unit_len: Option<u64>,
+    /// Who is writing: `(pid, segments)` for each process that has segments
+    /// in the writing phase, by pid, as the descriptors record the claimer.
+    /// (Held segments are the consumer's; the layout does not say which
+    /// process's.)
+    pub writers: Vec<(u32, usize)>,
     /// The processes that created or attached the pool, when the layout
     /// records them; `None` for layout version 1, which does not.
     pub participants: Option<Vec<Participant>>,
@@ -260,6 +265,7 @@ impl Inspector {
             ..Stats::default()
         };
         let (mut len_sum, mut len_n) = (0u64, 0u64);
+        let mut writers: Vec<(u32, usize)> = Vec::new();
         for (seg, d) in descs.iter().enumerate() {
             // `len` is stored at commit and never cleared, so it holds the
             // span of the last unit committed in this segment, in any phase.
@@ -275,7 +281,14 @@ impl Inspector {
                 continue;
             }
             match phase_of(d.state.load(Ordering::Relaxed)) {
-                phase::WRITING => stats.writing += 1,
+                phase::WRITING => {
+                    stats.writing += 1;
+                    let pid = d.owner.load(Ordering::Relaxed);
+                    match writers.binary_search_by_key(&pid, |&(p, _)| p) {
+                        Ok(i) => writers[i].1 += 1,
+                        Err(i) => writers.insert(i, (pid, 1)),
+                    }
+                }
                 phase::PUBLISHED => stats.queued += 1,
                 phase::HELD => stats.held += 1,
                 _ => {} // between a claim and its descriptor store, or a release
@@ -287,6 +300,7 @@ impl Inspector {
             version: self.version,
             stats,
             mean_unit_len: (len_n > 0).then(|| len_sum / len_n),
+            writers,
             participants: None,
         })
     }
@@ -390,6 +404,7 @@ mod tests {
         assert_eq!(snap.stats.published, 3);
         assert_eq!(snap.mean_unit_len, Some(200)); // 100, 200, 300
         assert_eq!(snap.participants, None);
+        assert_eq!(snap.writers, [(std::process::id(), 1)]);
 
         drop(held);
         pool.shutdown_arena();

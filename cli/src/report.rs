@@ -45,6 +45,13 @@ pub struct Waiting {
     pub consumers: u32,
 }
 
+/// A process with segments in the writing phase.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterReport {
+    pub pid: u32,
+    pub segments: usize,
+}
+
 /// A participant, as the pool records it (layout version 2 and later).
 #[derive(Serialize, Clone, Debug)]
 pub struct ParticipantReport {
@@ -69,6 +76,7 @@ pub struct PoolReport {
     pub reclaimed: u64,
     pub segments: Phases,
     pub waiting: Waiting,
+    pub writers: Vec<WriterReport>,
     pub generation: u32,
     pub shutdown: bool,
     pub participants: Option<Vec<ParticipantReport>>,
@@ -109,7 +117,7 @@ impl PoolReport {
         snap: &Snapshot,
     ) -> PoolReport {
         let s = &snap.stats;
-        let (state, diagnosis) = diagnose(s, snap.count);
+        let (state, diagnosis) = diagnose(s, snap.count, &snap.writers);
         PoolReport {
             target,
             path,
@@ -126,6 +134,11 @@ impl PoolReport {
                 producers: s.waiting_producers,
                 consumers: s.waiting_consumers,
             },
+            writers: snap
+                .writers
+                .iter()
+                .map(|&(pid, segments)| WriterReport { pid, segments })
+                .collect(),
             generation: s.generation,
             shutdown: s.shutdown,
             participants: snap.participants.as_ref().map(|ps| {
@@ -179,6 +192,9 @@ impl PoolReport {
             "waiting      producers {}  consumers {}",
             self.waiting.producers, self.waiting.consumers
         );
+        if !self.writers.is_empty() {
+            let _ = writeln!(o, "writing by   {}", writers(&self.writers));
+        }
         let _ = writeln!(o, "generation   {}", self.generation);
         let _ = writeln!(
             o,
@@ -232,6 +248,14 @@ pub fn processes(ps: &[Process], fds: bool) -> String {
         .join(", ")
 }
 
+/// `pid 12 (1), pid 14 (2)`: who writes how many segments.
+pub fn writers(ws: &[WriterReport]) -> String {
+    ws.iter()
+        .map(|w| format!("pid {} ({})", w.pid, w.segments))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn phases(s: &Stats) -> Phases {
     Phases {
         free: s.free,
@@ -269,7 +293,16 @@ fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
 /// sleeps for a free segment), `consumers_waiting` (a consumer sleeps for a
 /// unit), `full` (no free segment, nobody asleep yet), `idle` (every segment
 /// free), `busy` (anything else).
-pub fn diagnose(s: &Stats, count: usize) -> (&'static str, String) {
+pub fn diagnose(s: &Stats, count: usize, writing: &[(u32, usize)]) -> (&'static str, String) {
+    let by = if writing.is_empty() {
+        String::new()
+    } else {
+        let ws: Vec<WriterReport> = writing
+            .iter()
+            .map(|&(pid, segments)| WriterReport { pid, segments })
+            .collect();
+        format!(" by {}", writers(&ws))
+    };
     if s.shutdown {
         let mut d = String::from("shut down: producers are refused");
         if s.queued > 0 {
@@ -295,7 +328,7 @@ pub fn diagnose(s: &Stats, count: usize) -> (&'static str, String) {
             )
         } else {
             format!(
-                "{}/{count} being written by other producers (raise count?)",
+                "{}/{count} being written{by}: other producers hold them (raise count?)",
                 s.writing
             )
         };
@@ -307,7 +340,7 @@ pub fn diagnose(s: &Stats, count: usize) -> (&'static str, String) {
     if s.waiting_consumers > 0 {
         let cause = if s.writing > 0 {
             format!(
-                "{} being written, none queued: the producers are the bottleneck",
+                "{} being written{by}, none queued: the producers are the bottleneck",
                 plural(s.writing as u64, "unit", "units")
             )
         } else {
@@ -414,7 +447,7 @@ mod tests {
             waiting_producers: 2,
             ..stats(0, 0, 0, 16)
         };
-        let (state, d) = diagnose(&s, 16);
+        let (state, d) = diagnose(&s, 16, &[]);
         assert_eq!(state, "producers_waiting");
         assert_eq!(
             d,
@@ -428,7 +461,7 @@ mod tests {
             waiting_producers: 1,
             ..stats(0, 1, 6, 1)
         };
-        let (_, d) = diagnose(&s, 8);
+        let (_, d) = diagnose(&s, 8, &[]);
         assert!(d.contains("6/8 queued"), "{d}");
     }
 
@@ -438,9 +471,12 @@ mod tests {
             waiting_consumers: 1,
             ..stats(6, 2, 0, 0)
         };
-        let (state, d) = diagnose(&s, 8);
+        let (state, d) = diagnose(&s, 8, &[(41, 1), (42, 1)]);
         assert_eq!(state, "consumers_waiting");
-        assert!(d.contains("2 units being written"), "{d}");
+        assert!(
+            d.contains("2 units being written by pid 41 (1), pid 42 (1), none queued"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -450,10 +486,10 @@ mod tests {
             waiting_producers: 1,
             ..stats(0, 0, 4, 0)
         };
-        assert_eq!(diagnose(&s, 4).0, "shutdown");
-        assert_eq!(diagnose(&stats(4, 0, 0, 0), 4).0, "idle");
-        assert_eq!(diagnose(&stats(2, 0, 1, 1), 4).0, "busy");
-        assert_eq!(diagnose(&stats(0, 1, 1, 2), 4).0, "full");
+        assert_eq!(diagnose(&s, 4, &[]).0, "shutdown");
+        assert_eq!(diagnose(&stats(4, 0, 0, 0), 4, &[]).0, "idle");
+        assert_eq!(diagnose(&stats(2, 0, 1, 1), 4, &[]).0, "busy");
+        assert_eq!(diagnose(&stats(0, 1, 1, 2), 4, &[]).0, "full");
     }
 
     #[test]

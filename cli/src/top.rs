@@ -107,12 +107,12 @@ pub fn run(opened: Opened, opts: Options) -> Result<(), CliError> {
                 return Err(CliError(format!(
                     "pool vanished: {} is no longer held by any process (last: {}, {} units published)",
                     opened.label,
-                    report::diagnose(&s, snap.count).1,
+                    report::diagnose(&s, snap.count, &snap.writers).1,
                     s.published
                 )));
             }
         }
-        let (state, diagnosis) = report::diagnose(&s, snap.count);
+        let (state, diagnosis) = report::diagnose(&s, snap.count, &snap.writers);
         let t = now.duration_since(start).as_secs_f64();
         let shown = match &mut screen {
             Some(screen) => {

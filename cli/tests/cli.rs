@@ -67,6 +67,7 @@ fn stat_text_shows_held_queued_and_the_processes() {
         "units        published 5, reclaimed 0, in flight 5".into(),
         "segments     free 2  writing 1  queued 2  held 3   (of 8)".into(),
         "waiting      producers 0  consumers 0".into(),
+        format!("writing by   pid {} (1)", fx.pid),
         "shutdown     no".into(),
         "participants not recorded by layout version 1".into(),
         "state        busy: 6/8 in use".into(),
@@ -94,6 +95,7 @@ fn stat_json_has_the_documented_schema() {
         "reclaimed",
         "segments",
         "waiting",
+        "writers",
         "generation",
         "shutdown",
         "participants",
@@ -118,6 +120,10 @@ fn stat_json_has_the_documented_schema() {
     );
     assert_eq!(phases(&v), [2, 1, 2, 3]);
     assert_eq!(v["waiting"]["producers"], 0);
+    assert_eq!(
+        v["writers"],
+        serde_json::json!([{"pid": fx.pid, "segments": 1}])
+    );
     assert_eq!(v["generation"], 0);
     assert_eq!(v["shutdown"], false);
     assert_eq!(v["participants"], Value::Null);

@@ -120,16 +120,16 @@ impl Inspector {
     /// or with the object's size (a truncated object included);
     /// [`Error::Io`], whose message names `path`, when it cannot be opened
     /// (`PermissionDenied`, `NotFound` for a process or name that is gone).
-    /// Never panics, whatever the object holds.
+    /// `Corrupt` and `Incompatible` messages do not repeat the path: the
+    /// caller has it. Never panics, whatever the object holds.
     pub fn open_path(path: &Path) -> Result<Inspector> {
         // Refuse anything but a regular file before opening it: opening a
         // FIFO blocks, and opening a device can have side effects.
         let st = rustix::fs::stat(path).map_err(|e| io_at("stat pool", path, e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(Error::Incompatible(format!(
-                "{} is not a regular file, so not a segpool pool",
-                path.display()
-            )));
+            return Err(Error::Incompatible(
+                "not a regular file, so not a segpool pool".into(),
+            ));
         }
         let fd = rustix::fs::open(
             path,
@@ -139,10 +139,9 @@ impl Inspector {
         .map_err(|e| io_at("open pool", path, e))?;
         let st = rustix::fs::fstat(&fd).map_err(|e| io_at("fstat pool", path, e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(Error::Incompatible(format!(
-                "{} is not a regular file, so not a segpool pool",
-                path.display()
-            )));
+            return Err(Error::Incompatible(
+                "not a regular file, so not a segpool pool".into(),
+            ));
         }
         let memfd = is_memfd(&fd);
         if memfd {
@@ -151,9 +150,8 @@ impl Inspector {
             let seals = rustix::fs::fcntl_get_seals(&fd).unwrap_or(SealFlags::empty());
             if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
                 return Err(Error::Incompatible(format!(
-                    "{} is a memfd that is not sealed against resizing (seals {seals:?}): \
-                     not a segpool pool",
-                    path.display()
+                    "a memfd that is not sealed against resizing (seals {seals:?}), \
+                     so not a segpool pool"
                 )));
             }
         }
@@ -227,8 +225,7 @@ impl Inspector {
         let st = rustix::fs::fstat(&self.fd).map_err(|e| io_at("fstat pool", &self.path, e))?;
         if usize::try_from(st.st_size).map_or(true, |s| s < self.layout.segments_offset) {
             return Err(Error::Corrupt(format!(
-                "{} shrank to {} bytes while being watched",
-                self.path.display(),
+                "the shared object shrank to {} bytes while being watched",
                 st.st_size
             )));
         }
@@ -514,7 +511,7 @@ mod tests {
         for p in ["/dev/shm", "/dev/null"] {
             let e = Inspector::open_path(Path::new(p)).unwrap_err();
             assert!(
-                matches!(e, Error::Incompatible(ref m) if m.contains(p)),
+                matches!(e, Error::Incompatible(ref m) if m.contains("not a regular file")),
                 "{p}: {e}"
             );
         }

@@ -83,6 +83,8 @@ mod futex;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 mod liveness;
 #[cfg(not(loom))]
 mod policy;

@@ -517,14 +517,15 @@ impl<'a> Control<'a> {
         n
     }
 
-    /// Monitors' view of the participant entries in use.
+    /// Monitors' view of the participant entries in use (`Relaxed` loads
+    /// only, as [`stats`](Self::stats)).
     pub fn participants(&self) -> Vec<ParticipantView> {
         let mut out: Vec<ParticipantView> = self
             .parts
             .iter()
             .enumerate()
             .filter_map(|(index, p)| {
-                let st = p.state.load(Ordering::Acquire);
+                let st = p.state.load(Ordering::Relaxed);
                 (part::status(st) == part::ALIVE).then(|| ParticipantView {
                     index,
                     incarnation: part::incarnation(st),
@@ -549,6 +550,26 @@ impl<'a> Control<'a> {
             }
         }
         out
+    }
+
+    /// The owners of the units being written now (WRITING and not yet in
+    /// the ring), one entry per segment: for monitors. Loads only.
+    pub fn writers(&self) -> Vec<Owner> {
+        let mut in_ring: Vec<(usize, u64)> = Vec::new();
+        self.ring
+            .holds(&mut |seg, epoch| in_ring.push((seg, epoch)));
+        in_ring.sort_unstable();
+        self.descs
+            .iter()
+            .enumerate()
+            .filter_map(|(seg, d)| {
+                let st = d.state.load(Ordering::Relaxed);
+                let key = (seg, epoch_of(st) & SLOT_EPOCH_MASK);
+                (phase_of(st) == phase::WRITING && in_ring.binary_search(&key).is_err())
+                    .then(|| owner_of(st))
+                    .flatten()
+            })
+            .collect()
     }
 
     // ----- producer side ---------------------------------------------------
@@ -854,16 +875,24 @@ impl<'a> Control<'a> {
         Ok(dropped)
     }
 
-    /// A snapshot for monitoring.
+    /// A snapshot for monitoring. Only `Relaxed` loads, so a read-only
+    /// mapping of the control area can be inspected with it (`inspect`).
     pub fn stats(&self) -> Stats {
-        let published = self.published();
+        let life = &self.hdr.life;
+        let tail = self.hdr.tail.load(Ordering::Relaxed);
+        let head = self.hdr.head.load(Ordering::Relaxed);
+        let published = if head.wrapping_sub(tail) as i64 > 0 {
+            head
+        } else {
+            tail
+        };
         let mut s = Stats {
-            reclaimed: self.reclaimed(),
             published,
-            generation: self.generation(),
-            shutdown: self.is_shutdown(),
-            recovered_participants: self.hdr.life.recovered_participants.load(Ordering::Relaxed),
-            recovered_segments: self.hdr.life.recovered_segments.load(Ordering::Relaxed),
+            reclaimed: self.hdr.reclaimed.load(Ordering::Relaxed),
+            generation: life.generation.load(Ordering::Relaxed),
+            shutdown: life.shutdown.load(Ordering::Relaxed) == SHUT_DOWN,
+            recovered_participants: life.recovered_participants.load(Ordering::Relaxed),
+            recovered_segments: life.recovered_segments.load(Ordering::Relaxed),
             ..Stats::default()
         };
         let (mut writing, mut published_phase) = (0, 0);
@@ -876,14 +905,18 @@ impl<'a> Control<'a> {
             }
         }
         // Committed units stay WRITING until taken: the ring says how many.
-        let in_ring = published.saturating_sub(self.ring.taken()) as usize;
+        let in_ring = published.saturating_sub(head) as usize;
         s.queued = in_ring.min(writing + published_phase);
         s.writing = writing + published_phase - s.queued;
         for p in self.parts {
             if part::status(p.state.load(Ordering::Relaxed)) == part::ALIVE {
                 s.participants += 1;
-                s.waiting_producers += p.waiting_space.load(Ordering::Relaxed);
-                s.waiting_consumers += p.waiting_data.load(Ordering::Relaxed);
+                s.waiting_producers = s
+                    .waiting_producers
+                    .saturating_add(p.waiting_space.load(Ordering::Relaxed));
+                s.waiting_consumers = s
+                    .waiting_consumers
+                    .saturating_add(p.waiting_data.load(Ordering::Relaxed));
             }
         }
         s

@@ -141,11 +141,6 @@ impl<'a> Ring<'a> {
         }
     }
 
-    /// Tickets taken so far (a snapshot of `head`).
-    pub fn taken(&self) -> u64 {
-        self.head.load(Ordering::Relaxed)
-    }
-
     /// Publishes segment `seg` at `epoch`: the next ticket, and whether a
     /// consumer had flagged that slot (then the caller must wake consumers).
     #[inline]

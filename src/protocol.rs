@@ -981,6 +981,12 @@ impl<'a> Control<'a> {
                 done => break done,
             }
             if changed {
+                // The condition changed under our flag but someone else got
+                // there first: flag again, unless the deadline passed (a
+                // peer that keeps the words changing must not keep us here).
+                if wait.deadline.is_some_and(|d| Instant::now() >= d) {
+                    break attempt();
+                }
                 continue;
             }
             // Probe only after an attempt failed: a waiter woken for a unit

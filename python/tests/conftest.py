@@ -1,0 +1,59 @@
+"""Shared fixtures.
+
+``SEGPOOL_START_METHOD`` (fork, spawn or forkserver) sets multiprocessing's
+default start method for the whole session, so CI runs the suite once per
+method; the end-to-end tests also pass every ``mp_context`` explicitly, which
+covers a context that differs from the default.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+import segpool
+
+START_METHOD = os.environ.get("SEGPOOL_START_METHOD")
+if START_METHOD:
+    multiprocessing.set_start_method(START_METHOD, force=True)
+
+
+def _shm_names() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def nothing_left_in_dev_shm():
+    """Nothing the suite creates may outlive it in /dev/shm."""
+    before = _shm_names()
+    yield
+    left = _shm_names() - before
+    assert not left, f"left behind in /dev/shm: {sorted(left)}"
+
+
+@pytest.fixture
+def make_pool():
+    """Creates pools and closes them at the end of the test."""
+    pools: list[segpool.SharedMemorySegmentPool] = []
+
+    def make(segment_size: int = 1 << 16, count: int = 4, **kw) -> segpool.SharedMemorySegmentPool:
+        pool = segpool.SharedMemorySegmentPool(segment_size, count, **kw)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+        pool.unlink()
+
+
+def put(writer, *binaries: bytes) -> tuple[list[tuple[int, int]], int]:
+    """Writes one unit of ``binaries``; returns their placements and the span."""
+    writer.begin_unit()
+    placements = [writer.write_binary(b) for b in binaries]
+    return placements, writer.commit_unit()

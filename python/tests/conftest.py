@@ -20,9 +20,14 @@ if START_METHOD:
     multiprocessing.set_start_method(START_METHOD, force=True)
 
 
+# Names this suite could leave: segpool's named objects and Python's
+# SharedMemory ("psm_"). Other programs on the machine may come and go.
+_OURS = ("segpool", "psm_")
+
+
 def _shm_names() -> set[str]:
     try:
-        return set(os.listdir("/dev/shm"))
+        return {n for n in os.listdir("/dev/shm") if n.startswith(_OURS)}
     except FileNotFoundError:
         return set()
 

@@ -81,9 +81,8 @@ impl Source {
             return Err(PyErr::fetch(obj.py()));
         }
         // SAFETY: filled by the successful call above.
-        Ok(Source {
-            raw: unsafe { raw.assume_init() },
-        })
+        let raw = unsafe { raw.assume_init() };
+        Ok(Source { raw })
     }
 
     /// Start of the bytes.
@@ -132,7 +131,11 @@ struct ExporterObject {
 static EXPORTER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// `bf_getbuffer`: a writable, one-dimensional run of unsigned bytes.
-unsafe extern "C" fn getbuffer(obj: *mut ffi::PyObject, view: *mut RawBuffer, flags: c_int) -> c_int {
+unsafe extern "C" fn getbuffer(
+    obj: *mut ffi::PyObject,
+    view: *mut RawBuffer,
+    flags: c_int,
+) -> c_int {
     let this = obj.cast::<ExporterObject>();
     // SAFETY: CPython calls this slot only for instances of our type, which
     // `memoryview()` below initialised completely; `PyBuffer_FillInfo`
@@ -172,10 +175,11 @@ pub(crate) fn init_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
             },
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_doc,
-                pfunc: c"Exports the bytes of a segpool segment; memoryviews over it keep them alive."
-                    .as_ptr()
-                    .cast_mut()
-                    .cast(),
+                pfunc:
+                    c"Exports the bytes of a segpool segment; memoryviews over it keep them alive."
+                        .as_ptr()
+                        .cast_mut()
+                        .cast(),
             },
             ffi::PyType_Slot {
                 slot: 0,

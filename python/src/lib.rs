@@ -19,7 +19,10 @@ fn _segpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
     m.add("SegmentBuffer", buffer::init_type(py)?)?;
-    m.add("ArenaDesyncError", py.get_type::<errors::ArenaDesyncError>())?;
+    m.add(
+        "ArenaDesyncError",
+        py.get_type::<errors::ArenaDesyncError>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

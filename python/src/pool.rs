@@ -78,7 +78,11 @@ fn handle_fd(handle: &PoolHandle) -> PyResult<i32> {
 }
 
 /// Seconds (Python float) as a `Duration`, refusing what is not a timeout.
+/// Infinity (and anything too long for a `Duration`) waits forever.
 pub(crate) fn timeout_from_secs(secs: f64) -> PyResult<Duration> {
+    if secs >= 0.0 && Duration::try_from_secs_f64(secs).is_err() {
+        return Ok(Duration::MAX);
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| {
         PyValueError::new_err(format!(
             "acquire_timeout must be a non-negative number of seconds (0 = never wait), got {secs}"
@@ -169,7 +173,7 @@ impl Pool {
         let timeout = timeout_from_secs(acquire_timeout)?;
         let text = format!(
             "segpool/1 fd={fd} len={total_len} timeout_ms={}",
-            timeout.as_millis()
+            timeout.as_millis().min(u128::from(u64::MAX))
         );
         let handle: PoolHandle = text.parse().map_err(to_py)?;
         let pool = py.detach(|| SegmentPool::attach(&handle)).map_err(to_py)?;

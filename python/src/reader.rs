@@ -90,7 +90,11 @@ impl Reader {
                 held.unit.len()
             ))
         })?;
-        let (base, _) = held.attached.pool.segment_raw(view.segment()).map_err(to_py)?;
+        let (base, _) = held
+            .attached
+            .pool
+            .segment_raw(view.segment())
+            .map_err(to_py)?;
         // SAFETY: a received unit starts at offset 0 of its segment and
         // `view` checked `offset + nbytes <= len <= segment_size`, so the
         // range lies inside the segment.

@@ -26,13 +26,19 @@ pub(crate) struct Lease {
 impl Lease {
     fn with<T>(&self, f: impl FnOnce(&mut UnitWriter) -> T) -> T {
         let mut unit = self.unit.lock().unwrap_or_else(|e| e.into_inner());
-        f(unit.as_mut().expect("a lease holds its unit until committed"))
+        f(unit
+            .as_mut()
+            .expect("a lease holds its unit until committed"))
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let unit = self.unit.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let unit = self
+            .unit
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(unit) = unit {
             if self.attached.is_inherited() {
                 // Inherited through fork: the segment is the parent's, not ours
@@ -93,14 +99,22 @@ impl Writer {
 }
 
 /// Waits for a free segment in slices, checking for signals between them.
+/// `secs` may be infinite (wait as long as it takes).
 fn wait_for_segment(py: Python<'_>, writer: &segpool::Writer, secs: f64) -> PyResult<UnitWriter> {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let deadline = Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| Instant::now().checked_add(d));
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(timeout(secs));
-        }
-        let slice = (deadline - now).min(WAIT_SLICE);
+        let slice = match deadline {
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(timeout(secs));
+                }
+                (deadline - now).min(WAIT_SLICE)
+            }
+            None => WAIT_SLICE,
+        };
         match py.detach(|| writer.begin_unit_timeout(slice)) {
             Ok(unit) => return Ok(unit),
             Err(Error::Timeout(_)) => {}
@@ -145,13 +159,20 @@ impl Writer {
 
     /// Copies a contiguous bytes-like object into the unit at the next
     /// 64-byte-aligned offset; returns `(offset, nbytes)`.
-    fn write_binary(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<(usize, usize)> {
+    fn write_binary(
+        &mut self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<(usize, usize)> {
         let lease = self.open("write_binary()")?;
         let src = Source::new(data)?;
         let n = src.len();
         let from = SendPtr(src.as_ptr());
         lease.with(|unit| {
             let (offset, dst) = unit.reserve(n).map_err(to_py)?;
+            if n == 0 {
+                return Ok((offset, 0));
+            }
             let copy = move || {
                 let from = from;
                 // SAFETY: `from` points at `n` readable bytes (the `Source`
@@ -172,7 +193,11 @@ impl Writer {
     /// The loan call: reserves `nbytes` at the next 64-byte-aligned offset
     /// and returns `(offset, memoryview)` to fill in place. Release the
     /// memoryview (and arrays made from it) before `commit_unit()`.
-    fn reserve<'py>(&mut self, py: Python<'py>, nbytes: usize) -> PyResult<(usize, Bound<'py, PyAny>)> {
+    fn reserve<'py>(
+        &mut self,
+        py: Python<'py>,
+        nbytes: usize,
+    ) -> PyResult<(usize, Bound<'py, PyAny>)> {
         let lease = self.open("reserve()")?;
         let (offset, seg) = lease.with(|unit| {
             let (offset, _) = unit.reserve(nbytes).map_err(to_py)?;

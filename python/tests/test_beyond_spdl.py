@@ -206,3 +206,17 @@ def test_writer_misuse_says_what_to_do(make_pool):
     with pytest.raises((BufferError, ValueError), match="contiguous"):
         writer.write_binary(np.zeros((4, 4))[:, 1])
     writer.abort_unit()
+
+
+def test_an_infinite_timeout_waits_for_a_release(make_pool):
+    pool = make_pool(count=1, acquire_timeout=float("inf"))
+    writer, reader = pool.open_writer(), pool.open_reader()
+    _, span = put(writer, b"held")
+    threading.Timer(0.2, reader.end_unit, args=(span, [])).start()
+    writer.begin_unit()
+    writer.abort_unit()
+    clone = pickle.loads(pickle.dumps(pool))
+    assert clone.acquire_timeout == float("inf")
+    clone.close()
+    with pytest.raises(ValueError, match="acquire_timeout"):
+        segpool.SharedMemorySegmentPool(4096, 1, acquire_timeout=float("nan"))

@@ -21,10 +21,10 @@ lazily and segpool's up front, and both are the same work. CPU is
 getrusage: the parent's own (RUSAGE_SELF, threads included) and the
 worker's (RUSAGE_CHILDREN, reaped at teardown).
 
-The baseline row sends items below SPDL's offload threshold (1 KiB arrays,
-pickled inline) with segpool's pool as the arena: the machinery's own cost
-per item, which no arena removes; "arena share" is the part of the parent's
-CPU per item above it.
+The baseline rows send items below SPDL's offload threshold (1 KiB arrays,
+pickled inline): with no arena, the machinery's own cost per item, which no
+arena removes ("arena share" is the part of the parent's CPU per item above
+it); with segpool's pool, the same plus an empty unit per item.
 
     python benches/python/bench_iterate.py [--quick] [--out FILE.md]
 """
@@ -145,8 +145,10 @@ def main() -> None:
 
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     baseline: list[tuple[float, float, float]] = []
+    baseline_pool: list[tuple[float, float, float]] = []
     for rep in range(reps):
-        baseline.append(run_pipeline("segpool", 1024, base_n, count))
+        baseline.append(run_pipeline("none", 1024, base_n, count))
+        baseline_pool.append(run_pipeline("segpool", 1024, base_n, count))
         for size in sizes:
             n = per_cell // size
             for arm in arms:
@@ -161,8 +163,8 @@ def main() -> None:
     _, bp, _ = best(baseline)
     base_us = bp / base_n * 1e6
     lines = [
-        "| payload | arena | GB/s | parent CPU s/GB | worker CPU s/GB | parent µs/item | arena's share of parent CPU |",
-        "|---|---|---|---|---|---|---|",
+        "| payload | arena | GB/s | parent CPU s/GB | worker CPU s/GB | both, s/GB | parent µs/item | arena's share of parent CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         n = per_cell // size
@@ -174,10 +176,26 @@ def main() -> None:
             share_s = "n/a" if arm == "none" else f"{share:.0%}"
             lines.append(
                 f"| {size >> 20} MiB | {arm} | {gb / wall:.2f} | {par / gb:.3f} | {wrk / gb:.3f} "
-                f"| {us:.0f} | {share_s} |"
+                f"| {(par + wrk) / gb:.3f} | {us:.0f} | {share_s} |"
             )
+    _, bpp, _ = best(baseline_pool)
+    lines.append(f"| 1 KiB inline (baseline) | none | - | - | - | - | {base_us:.0f} | - |")
     lines.append(
-        f"| 1 KiB (inline, baseline) | segpool | - | - | - | {base_us:.0f} | 0% by definition |"
+        f"| 1 KiB inline (baseline) | segpool (empty unit) | - | - | - | - | {bpp / base_n * 1e6:.0f} | - |"
+    )
+    # What one pool of the largest size costs the parent to create and tear down.
+    gc.collect()
+    c0 = cpu()[0]
+    pool = segpool.SharedMemorySegmentPool(sizes[-1] + 4096, count)
+    c1 = cpu()[0]
+    pool.close()
+    del pool
+    gc.collect()
+    c2 = cpu()[0]
+    lines.append("")
+    lines.append(
+        f"segpool pool of {count} x {sizes[-1] >> 20} MiB, parent CPU: create (prefault) "
+        f"{c1 - c0:.3f} s, close (pages freed) {c2 - c1:.3f} s"
     )
     table = "\n".join(lines)
     print(table)

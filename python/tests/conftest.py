@@ -8,8 +8,10 @@ covers a context that differs from the default.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
+import sys
 
 import pytest
 
@@ -62,3 +64,25 @@ def put(writer, *binaries: bytes) -> tuple[list[tuple[int, int]], int]:
     writer.begin_unit()
     placements = [writer.write_binary(b) for b in binaries]
     return placements, writer.commit_unit()
+
+
+@functools.cache
+def spdl_usable() -> str | None:
+    """Why SPDL's arena cannot run on this Python, or None if it can."""
+    if sys.version_info >= (3, 13):
+        # spdl-core 0.8.0's _offload assigns Pickler.persistent_id, which
+        # CPython 3.13 made read-only on the C pickler.
+        return "spdl-core 0.8.0 does not run on Python 3.13+ (Pickler.persistent_id is read-only)"
+    try:
+        import spdl.pipeline._arena._offload  # noqa: F401
+    except ImportError as e:  # not installed, or (3.10) needs typing.Self
+        # Asked once: a failed import can leave submodules in sys.modules.
+        return f"spdl-core is not importable here: {e}"
+    return None
+
+
+def require_spdl() -> None:
+    """Skip the calling test module where SPDL's arena cannot run."""
+    why = spdl_usable()
+    if why:
+        pytest.skip(why, allow_module_level=True)

@@ -6,16 +6,27 @@ import copy
 import gc
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
-from conftest import put
+from conftest import put, spdl_usable
 
 import segpool
 
-spdl_arena = pytest.importorskip("spdl.pipeline._arena._offload")
-from spdl.pipeline._arena._offload import _discard, _offload, _restore  # noqa: E402
-from spdl.pipeline._arena._registry import _default_registry  # noqa: E402
+
+@pytest.fixture
+def arena():
+    """SPDL's own offload and restore (the tests that use it skip without it)."""
+    why = spdl_usable()
+    if why:
+        pytest.skip(why)
+    from spdl.pipeline._arena._offload import _discard, _offload, _restore
+    from spdl.pipeline._arena._registry import _default_registry
+
+    return types.SimpleNamespace(
+        offload=_offload, restore=_restore, discard=_discard, registry=_default_registry
+    )
 
 
 def test_a_unit_round_trips(make_pool):
@@ -148,7 +159,7 @@ def test_shutdown_arena_wakes_a_blocked_producer(make_pool):
     pool.shutdown_arena()  # and safe to repeat
 
 
-def test_a_unit_larger_than_a_segment_is_refused_not_truncated(make_pool):
+def test_a_unit_larger_than_a_segment_is_refused_not_truncated(make_pool, arena):
     pool = make_pool(segment_size=4096, count=2)
     writer, reader = pool.open_writer(), pool.open_reader()
     writer.begin_unit()
@@ -164,20 +175,20 @@ def test_a_unit_larger_than_a_segment_is_refused_not_truncated(make_pool):
     reader.end_unit(span, [])
     # Through SPDL's _offload: the unit is aborted, nothing is published.
     with pytest.raises(BufferError):
-        _offload({"big": np.zeros(5000, np.uint8)}, writer, _default_registry())
+        arena.offload({"big": np.zeros(5000, np.uint8)}, writer, arena.registry())
     assert pool.published == 1 and pool.stats()["writing"] == 0
 
 
-def test_nested_objects_round_trip_through_offload_and_restore(make_pool):
+def test_nested_objects_round_trip_through_offload_and_restore(make_pool, arena):
     pool = make_pool(segment_size=1 << 20)
-    writer, reader, registry = pool.open_writer(), pool.open_reader(), _default_registry()
+    writer, reader, registry = pool.open_writer(), pool.open_reader(), arena.registry()
     obj = {
         "image": np.arange(3 * 64 * 64, dtype=np.float32).reshape(3, 64, 64),
         "labels": [np.arange(2048, dtype=np.int16), {"deep": (b"q" * 8192, 17)}],
         "small": np.arange(4),  # below the offload threshold: pickled inline
         "name": "sample-7",
     }
-    got = _restore(_offload(obj, writer, registry), reader, registry)
+    got = arena.restore(arena.offload(obj, writer, registry), reader, registry)
     assert np.array_equal(got["image"], obj["image"]) and got["image"].shape == (3, 64, 64)
     assert np.array_equal(got["labels"][0], obj["labels"][0])
     assert bytes(got["labels"][1]["deep"][0]) == b"q" * 8192
@@ -188,10 +199,10 @@ def test_nested_objects_round_trip_through_offload_and_restore(make_pool):
     assert pool.reclaimed == pool.published == 1
 
 
-def test_numpy_restore_is_zero_copy(make_pool):
+def test_numpy_restore_is_zero_copy(make_pool, arena):
     pool = make_pool(segment_size=1 << 16, count=4)
-    writer, reader, registry = pool.open_writer(), pool.open_reader(), _default_registry()
-    got = _restore(_offload({"a": np.zeros(8192, np.uint8)}, writer, registry), reader, registry)
+    writer, reader, registry = pool.open_writer(), pool.open_reader(), arena.registry()
+    got = arena.restore(arena.offload({"a": np.zeros(8192, np.uint8)}, writer, registry), reader, registry)
     arr = got["a"]
     # A fresh pool puts the first unit in segment 0, the binary at offset 0.
     seg = pool._segment(0)
@@ -202,11 +213,11 @@ def test_numpy_restore_is_zero_copy(make_pool):
     assert seg[1] == 99
 
 
-def test_reclaimed_moves_only_after_every_view_is_gone(make_pool):
+def test_reclaimed_moves_only_after_every_view_is_gone(make_pool, arena):
     pool = make_pool(segment_size=1 << 16, count=2)
-    writer, reader, registry = pool.open_writer(), pool.open_reader(), _default_registry()
-    got = _restore(
-        _offload({"a": np.arange(4096, dtype=np.int32), "b": b"m" * 8192}, writer, registry),
+    writer, reader, registry = pool.open_writer(), pool.open_reader(), arena.registry()
+    got = arena.restore(
+        arena.offload({"a": np.arange(4096, dtype=np.int32), "b": b"m" * 8192}, writer, registry),
         reader,
         registry,
     )
@@ -221,26 +232,26 @@ def test_reclaimed_moves_only_after_every_view_is_gone(make_pool):
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
-def test_bytes_like_restore_as_memoryviews(make_pool, kind):
+def test_bytes_like_restore_as_memoryviews(make_pool, arena, kind):
     pool = make_pool()
-    writer, reader, registry = pool.open_writer(), pool.open_reader(), _default_registry()
+    writer, reader, registry = pool.open_writer(), pool.open_reader(), arena.registry()
     payload = kind(bytes(range(256)) * 32)
-    got = _restore(_offload({"p": payload}, writer, registry), reader, registry)["p"]
+    got = arena.restore(arena.offload({"p": payload}, writer, registry), reader, registry)["p"]
     assert isinstance(got, memoryview)
     assert bytes(got) == bytes(payload)
     assert not got.readonly
 
 
-def test_discard_accounts_for_an_unread_envelope(make_pool):
+def test_discard_accounts_for_an_unread_envelope(make_pool, arena):
     pool = make_pool(count=3)
-    writer, reader, registry = pool.open_writer(), pool.open_reader(), _default_registry()
-    blobs = [_offload({"i": i, "p": b"d" * 5000}, writer, registry) for i in range(2)]
-    empty = _offload({"tiny": 1}, writer, registry)  # a unit with no binaries
+    writer, reader, registry = pool.open_writer(), pool.open_reader(), arena.registry()
+    blobs = [arena.offload({"i": i, "p": b"d" * 5000}, writer, registry) for i in range(2)]
+    empty = arena.offload({"tiny": 1}, writer, registry)  # a unit with no binaries
     assert pool.stats()["queued"] == 3
-    _discard(blobs[0], reader)
-    got = _restore(blobs[1], reader, registry)
+    arena.discard(blobs[0], reader)
+    got = arena.restore(blobs[1], reader, registry)
     assert bytes(got["p"]) == b"d" * 5000
-    assert _restore(empty, reader, registry) == {"tiny": 1}
+    assert arena.restore(empty, reader, registry) == {"tiny": 1}
     del got
     assert pool.reclaimed == pool.published == 3
 

@@ -15,10 +15,11 @@ import time
 
 import _workers
 import pytest
+from conftest import require_spdl
 
 import segpool
 
-spdl_pipeline = pytest.importorskip("spdl.pipeline")
+require_spdl()
 from spdl.pipeline import iterate_in_subprocess  # noqa: E402
 
 CONTEXTS = ["fork", "spawn", "forkserver", None]

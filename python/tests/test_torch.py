@@ -6,7 +6,10 @@ import gc
 
 import pytest
 
+from conftest import require_spdl  # noqa: E402
+
 torch = pytest.importorskip("torch")
+require_spdl()
 from spdl.pipeline._arena._offload import _offload, _restore  # noqa: E402
 from spdl.pipeline._arena._registry import _default_registry  # noqa: E402
 

@@ -14,6 +14,7 @@ import multiprocessing
 import time
 
 import _workers
+import numpy as np
 import pytest
 from conftest import require_spdl
 
@@ -112,3 +113,16 @@ def test_the_default_start_method_is_what_conftest_set():
 
     if START_METHOD:
         assert multiprocessing.get_start_method() == START_METHOD
+
+
+def test_the_first_unit_of_a_fresh_pool_lands_in_segment_0(ctx):
+    # SPDL's tests write through pool._segment(0) to prove that restored views
+    # alias shared memory, whichever process wrote the first unit.
+    pool = segpool.SharedMemorySegmentPool(1 << 20, 4)
+    src = run(functools.partial(_workers.items, 1, 1 << 16), pool, ctx)
+    (got,) = list(src)
+    seg0 = np.frombuffer(pool._segment(0), np.uint8)
+    start = got["payload"].ctypes.data - seg0.ctypes.data
+    assert 0 <= start and start + got["payload"].nbytes <= seg0.nbytes
+    seg0[start] = 201
+    assert got["payload"][0] == 201

@@ -127,7 +127,13 @@ pub struct Life {
     /// Segments recovery gave back since creation (uncommitted units of
     /// dead writers, views of dead readers), by any process.
     pub recovered_segments: AtomicU64,
+    /// 1 if the creator faulted every page in ([`PREFAULTED`]); attachers
+    /// then map with `MAP_POPULATE`, else they fault pages as they touch them.
+    pub prefaulted: AtomicU32,
 }
+
+/// [`Life::prefaulted`] value of a pool whose creator faulted its pages in.
+pub const PREFAULTED: u32 = 1;
 
 /// [`Life::shutdown`] value after `shutdown_arena`.
 pub const SHUT_DOWN: u32 = 1;
@@ -186,6 +192,7 @@ impl Header {
                 generation: AtomicU32::new(0),
                 recovered_participants: z64(),
                 recovered_segments: z64(),
+                prefaulted: AtomicU32::new(0),
             }),
         }
     }

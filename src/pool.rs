@@ -48,6 +48,7 @@ pub struct PoolBuilder {
     count: usize,
     acquire_timeout: Duration,
     named: bool,
+    prefault: bool,
 }
 
 impl PoolBuilder {
@@ -67,11 +68,24 @@ impl PoolBuilder {
         self
     }
 
-    /// Creates the pool: allocates, seals, maps and prefaults its memory.
+    /// Whether to fault every page in at creation (default `true`): the
+    /// first touch of a fresh shared page costs about 0.6 s per GiB, which
+    /// then lands here, once, instead of on the first pass of data in the
+    /// producers. `false` leaves it to the producers' first writes (SPDL's
+    /// behaviour), which is cheaper when not every segment gets used and
+    /// keeps the creating process's CPU out of it. Attachers follow the
+    /// creator's choice (`MAP_POPULATE` only for a prefaulted pool).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// Creates the pool: allocates, seals, maps and (by default) prefaults
+    /// its memory.
     pub fn build(self) -> Result<SegmentPool> {
         let layout = Layout::new(self.segment_size, self.count, rustix::param::page_size())?;
         Ok(SegmentPool {
-            region: Arc::new(Region::create(layout, self.named)?),
+            region: Arc::new(Region::create(layout, self.named, self.prefault)?),
             acquire_timeout: self.acquire_timeout,
         })
     }
@@ -93,6 +107,7 @@ impl SegmentPool {
             count,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             named: false,
+            prefault: true,
         }
     }
 
@@ -268,6 +283,30 @@ impl SegmentPool {
     /// the memfd's descriptor too.
     pub fn is_inherited(&self) -> bool {
         self.region.inherited()
+    }
+
+    /// Where segment `seg` lives in this process's mapping, and its usable
+    /// length, for bindings that hand out a raw view of a whole segment
+    /// (SPDL's test suite proves zero-copy by writing through one).
+    /// [`Error::OutOfBounds`] for `seg >= count`.
+    ///
+    /// The pointer is valid while this pool (or any writer, reader or unit
+    /// of it) is alive in this process. Reading or writing through it is
+    /// outside the protocol: it races with whoever owns the segment, so the
+    /// caller must know the segment is its own (a test, a debugger).
+    #[doc(hidden)]
+    pub fn segment_raw(&self, seg: usize) -> Result<(std::ptr::NonNull<u8>, usize)> {
+        let count = self.count();
+        if seg >= count {
+            return Err(Error::OutOfBounds {
+                offset: seg,
+                len: 1,
+                available: count,
+            });
+        }
+        let ptr = self.region.segment_ptr(seg);
+        let ptr = std::ptr::NonNull::new(ptr).expect("a mapping is never at address 0");
+        Ok((ptr, self.segment_size()))
     }
 
     /// The shm name of a named pool.

@@ -20,10 +20,12 @@
 
 use crate::error::{Error, Result};
 use crate::handle::{Backing, PoolHandle};
-use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, Participant, SegmentDesc};
+use crate::layout::{
+    Header, Layout, MAX_PARTICIPANTS, Owner, PREFAULTED, Participant, SegmentDesc,
+};
 use crate::liveness::{self, Witness};
 use crate::protocol::{Control, Recovered};
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
@@ -75,7 +77,7 @@ fn page_size() -> usize {
 
 impl Region {
     /// Creates, sizes, seals (memfd), maps, prefaults and initializes a pool.
-    pub(crate) fn create(layout: Layout, named: bool) -> Result<Region> {
+    pub(crate) fn create(layout: Layout, named: bool, prefault_pages: bool) -> Result<Region> {
         let (fd, name) = if named {
             let name = fresh_name()?;
             let fd = rustix::shm::open(
@@ -93,7 +95,7 @@ impl Region {
             .map_err(|e| Error::io("memfd_create", e))?;
             (fd, None)
         };
-        let built = Region::build(fd, layout, name.clone());
+        let built = Region::build(fd, layout, name.clone(), prefault_pages);
         if let (Err(_), Some(name)) = (&built, &name) {
             // A failure must not leave a named object behind.
             let _ = unlink_name(name);
@@ -101,7 +103,12 @@ impl Region {
         built
     }
 
-    fn build(fd: OwnedFd, layout: Layout, name: Option<String>) -> Result<Region> {
+    fn build(
+        fd: OwnedFd,
+        layout: Layout,
+        name: Option<String>,
+        prefault_pages: bool,
+    ) -> Result<Region> {
         rustix::fs::ftruncate(&fd, layout.total_len as u64)
             .map_err(|e| Error::io("ftruncate", e))?;
         if name.is_none() {
@@ -112,7 +119,9 @@ impl Region {
             .len(layout.total_len)
             .map_raw(&fd)
             .map_err(|e| Error::io("mmap", e))?;
-        prefault(&map, layout.total_len);
+        if prefault_pages {
+            prefault(&map, layout.total_len);
+        }
         let fork_generation = crate::fork::generation_at_birth();
         let witness = Witness::open(fd.as_fd(), fork_generation)?;
         let mut region = Region {
@@ -129,6 +138,13 @@ impl Region {
             recovered: Default::default(),
         };
         region.control().init();
+        let prefaulted = if prefault_pages { PREFAULTED } else { 0 };
+        // Relaxed: read by attachers after the handle reached them, as the ident.
+        region
+            .header()
+            .life
+            .prefaulted
+            .store(prefaulted, Ordering::Relaxed);
         layout.write_ident(&region.header().ident);
         region.join()?;
         Ok(region)
@@ -206,14 +222,18 @@ impl Region {
         // page-aligned (align 128 suffices); every field is an atomic, valid
         // for any bit pattern, and we only load from them (the mapping is
         // read-only); the reference dies with `peek` at the end of this scope.
-        let ident = unsafe { &(*peek.as_ptr().cast::<Header>()).ident };
-        let layout = Layout::validate(ident, size, page)?;
+        let header = unsafe { &*peek.as_ptr().cast::<Header>() };
+        let layout = Layout::validate(&header.ident, size, page)?;
+        // Populate only what the creator faulted in: populating a lazy pool
+        // would allocate every page here instead of where it is written.
+        let populate = header.life.prefaulted.load(Ordering::Relaxed) == PREFAULTED;
         drop(peek);
-        let map = MmapOptions::new()
-            .len(layout.total_len)
-            .populate()
-            .map_raw(&fd)
-            .map_err(|e| Error::io("mmap", e))?;
+        let mut options = MmapOptions::new();
+        options.len(layout.total_len);
+        if populate {
+            options.populate();
+        }
+        let map = options.map_raw(&fd).map_err(|e| Error::io("mmap", e))?;
         if handle.len() != layout.total_len as u64 {
             return Err(Error::Corrupt(format!(
                 "handle says {} bytes, the pool holds {}",

@@ -549,3 +549,19 @@ fn waits_that_skip_the_spin_still_wake_on_their_condition() {
         assert_eq!(producer.join().unwrap().unwrap(), seg);
     });
 }
+
+#[test]
+fn a_lazy_pool_round_trips_and_an_attacher_follows_its_choice() {
+    let p = SegmentPool::builder(1 << 20, 4)
+        .prefault(false)
+        .named(true)
+        .build()
+        .unwrap();
+    let other = SegmentPool::attach(&p.handle()).unwrap();
+    let w = other.open_writer();
+    let mut u = w.begin_unit().unwrap();
+    u.write_binary(&vec![9u8; 1 << 20]).unwrap();
+    u.commit_unit().unwrap();
+    let got = p.open_reader().recv().unwrap();
+    assert!(got.iter().all(|&b| b == 9) && got.len() == 1 << 20);
+}

@@ -1,0 +1,133 @@
+"""Type stubs for segpool's native module (``segpool._segpool``)."""
+
+from typing import ClassVar, Final
+
+__version__: Final[str]
+
+class ArenaDesyncError(RuntimeError):
+    """Envelopes and units are out of step: the reader refused to pair an
+    envelope with a unit that is not its own (no unit published for it, a
+    span that disagrees, a read past the unit's end)."""
+
+class SegmentBuffer:
+    """Exports the bytes of a segment as a writable buffer; every memoryview,
+    NumPy array or Torch tensor made from it keeps them alive. Not
+    instantiable from Python."""
+
+class Writer:
+    """Writer endpoint (the worker side). Use it from one thread."""
+
+    def reset(self) -> None:
+        """Prepare for a new iteration: abort a unit left open. Units already
+        published stay queued; restored views stay valid."""
+
+    def begin_unit(self) -> None:
+        """Claim a free segment for a new unit, waiting up to the pool's
+        ``acquire_timeout`` with the GIL released (Ctrl-C interrupts).
+
+        Raises:
+            BufferError: ``acquire_timeout=0`` and no segment is free; no
+                segment came free within the timeout; or the pool was shut
+                down.
+            RuntimeError: a unit is already open.
+        """
+
+    def write_binary(self, data: bytes | bytearray | memoryview) -> tuple[int, int]:
+        """Copy one contiguous bytes-like object into the open unit.
+
+        Returns:
+            ``(offset, nbytes)``: ``offset`` is 64-byte aligned within the
+            segment; pass both to :py:meth:`Reader.read_binary`.
+
+        Raises:
+            BufferError: the unit would exceed ``segment_size`` (nothing is
+                written; the unit stays open).
+        """
+
+    def reserve(self, nbytes: int) -> tuple[int, memoryview]:
+        """The loan call: reserve ``nbytes`` at the next 64-byte-aligned
+        offset and return ``(offset, memoryview)`` to fill in place (decode
+        straight into it, e.g. through ``np.frombuffer``). Release the view,
+        and arrays made from it, before :py:meth:`commit_unit`."""
+
+    def commit_unit(self) -> int:
+        """Publish the unit; return its span (the bytes it covers).
+
+        Raises:
+            BufferError: views from :py:meth:`reserve` are still alive (the
+                unit stays open), or the pool was shut down.
+        """
+
+    def abort_unit(self) -> None:
+        """Discard the open unit; its segment returns to the pool (once any
+        view from :py:meth:`reserve` is released)."""
+
+    @property
+    def unit_len(self) -> int:
+        """Bytes the open unit spans so far (0 outside a unit)."""
+
+class Reader:
+    """Reader endpoint (the parent side)."""
+
+    zero_copy: ClassVar[bool]
+    """Always ``True``: :py:meth:`read_binary` returns live views of shared memory."""
+
+    def reset(self) -> None:
+        """Prepare for a new iteration; views from earlier ones stay valid."""
+
+    def read_binary(self, offset: int, nbytes: int) -> memoryview:
+        """A writable memoryview of ``nbytes`` at ``offset`` in the current
+        envelope's unit (taken from the pool in commit order on the first
+        read). The segment returns to the pool when the last view derived
+        from the unit is collected.
+
+        Raises:
+            ArenaDesyncError: no unit is published for this envelope, or the
+                range runs past the unit.
+        """
+
+    def end_unit(self, span: int, pinned: list[object] | None = None) -> None:
+        """End the current envelope's unit (taking it from the pool if it had
+        no read). ``pinned`` is accepted for SPDL's protocol; the views keep
+        the unit alive by themselves.
+
+        Raises:
+            ArenaDesyncError: ``span`` disagrees with the unit.
+        """
+
+class Pool:
+    """The native pool behind :py:class:`segpool.SharedMemorySegmentPool`."""
+
+    def __init__(
+        self, segment_size: int, count: int, acquire_timeout: float = 60.0, prefault: bool = False
+    ) -> None: ...
+    @staticmethod
+    def _attach(
+        fd: int, segment_size: int, count: int, acquire_timeout: float, total_len: int
+    ) -> Pool: ...
+    def _fd(self) -> int: ...
+    @property
+    def _total_len(self) -> int: ...
+    @property
+    def segment_size(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def acquire_timeout(self) -> float: ...
+    @property
+    def published(self) -> int: ...
+    @property
+    def reclaimed(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def is_shutdown(self) -> bool: ...
+    def stats(self) -> dict[str, int | bool]: ...
+    def shutdown_arena(self) -> None: ...
+    def close(self) -> None: ...
+    def unlink(self) -> None: ...
+    def open_writer(self) -> Writer: ...
+    def open_reader(self) -> Reader: ...
+    def _segment(self, index: int) -> memoryview: ...

@@ -1,0 +1,243 @@
+//! The buffer protocol, by hand.
+//!
+//! The package targets the stable ABI of Python 3.10 (`abi3-py310`). The
+//! buffer protocol (`Py_buffer`, `PyObject_GetBuffer`, `PyBuffer_Release`,
+//! `PyBuffer_FillInfo` and the `Py_bf_getbuffer` type slot) entered the
+//! *stable ABI* only in 3.11, so PyO3 offers neither `PyBuffer` nor
+//! `__getbuffer__` to an abi3-py310 build. All of them exist, with this exact
+//! struct layout and these symbol names, in every CPython since 3.3 (3.11
+//! promised them; it did not change them), so this module declares them.
+//!
+//! Two uses:
+//! - [`Source`]: the memory of a contiguous bytes-like object, for
+//!   `write_binary` to copy from.
+//! - [`memoryview`]: a writable `memoryview` whose exporter (a tiny heap type,
+//!   `segpool._segpool.SegmentBuffer`) owns a [`Keeper`]: what keeps the bytes
+//!   valid (a received unit, a loaned unit, or the mapping). Slices of that
+//!   memoryview, `np.frombuffer` arrays and `torch.frombuffer` tensors all hold
+//!   the exporter, so the keeper drops, and a received unit's segment goes
+//!   back to the pool, when Python collects the last of them, in any order.
+
+use crate::pool::{Attached, Held};
+use crate::writer::Lease;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+use std::ffi::{c_char, c_int, c_void};
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::sync::Arc;
+
+/// `Py_buffer`, as CPython has laid it out since 3.3.
+#[repr(C)]
+struct RawBuffer {
+    buf: *mut c_void,
+    obj: *mut ffi::PyObject,
+    len: ffi::Py_ssize_t,
+    itemsize: ffi::Py_ssize_t,
+    readonly: c_int,
+    ndim: c_int,
+    format: *mut c_char,
+    shape: *mut ffi::Py_ssize_t,
+    strides: *mut ffi::Py_ssize_t,
+    suboffsets: *mut ffi::Py_ssize_t,
+    internal: *mut c_void,
+}
+
+/// `PyBUF_SIMPLE`: one contiguous run of bytes, no format, no shape.
+const PYBUF_SIMPLE: c_int = 0;
+/// `Py_bf_getbuffer` as numbered before 3.15 (abi3 builds use the old numbers).
+const PY_BF_GETBUFFER: c_int = 1;
+
+unsafe extern "C" {
+    fn PyObject_GetBuffer(obj: *mut ffi::PyObject, view: *mut RawBuffer, flags: c_int) -> c_int;
+    fn PyBuffer_Release(view: *mut RawBuffer);
+    fn PyBuffer_FillInfo(
+        view: *mut RawBuffer,
+        obj: *mut ffi::PyObject,
+        buf: *mut c_void,
+        len: ffi::Py_ssize_t,
+        readonly: c_int,
+        flags: c_int,
+    ) -> c_int;
+}
+
+/// A contiguous bytes-like object's memory, exported for as long as this
+/// value lives. Not `Send`: it is released (which needs the GIL) where it was
+/// taken.
+pub(crate) struct Source {
+    raw: RawBuffer,
+}
+
+impl Source {
+    /// Exports `obj` as plain contiguous bytes: `TypeError` if it is not
+    /// bytes-like, `BufferError` if it is not contiguous.
+    pub(crate) fn new(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
+        let mut raw = MaybeUninit::<RawBuffer>::zeroed();
+        // SAFETY: `obj` is a live object (we hold the GIL through `Bound`),
+        // `raw` has `Py_buffer`'s layout; on success CPython filled it and
+        // holds an export of `obj` until `PyBuffer_Release`.
+        if unsafe { PyObject_GetBuffer(obj.as_ptr(), raw.as_mut_ptr(), PYBUF_SIMPLE) } != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        // SAFETY: filled by the successful call above.
+        let raw = unsafe { raw.assume_init() };
+        Ok(Source { raw })
+    }
+
+    /// Start of the bytes.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.raw.buf.cast_const().cast()
+    }
+
+    /// Number of bytes.
+    pub(crate) fn len(&self) -> usize {
+        // A PyBUF_SIMPLE export has a non-negative byte length.
+        self.raw.len.max(0) as usize
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from a successful `PyObject_GetBuffer` and is
+        // released once; `Source` is not `Send`, so this runs on the thread
+        // that took it, which holds the GIL (no code here releases it around
+        // a `Source`'s lifetime end).
+        unsafe { PyBuffer_Release(&mut self.raw) }
+    }
+}
+
+/// What keeps the bytes a `SegmentBuffer` exports valid.
+#[expect(dead_code, reason = "each field is held only for its Drop")]
+pub(crate) enum Keeper {
+    /// A received unit (a view of one binary): its segment stays HELD, and
+    /// goes back to the pool when the last keeper of it drops.
+    Unit(Held),
+    /// A range `reserve` lent out of a unit still being written.
+    Loan(Arc<Lease>),
+    /// The whole mapping (`pool._segment(i)`): no claim on any segment.
+    Mapping(Arc<Attached>),
+}
+
+/// The exporter's object layout: a Python object header, then Rust fields.
+#[repr(C)]
+struct ExporterObject {
+    ob_base: ffi::PyObject,
+    buf: *mut u8,
+    len: ffi::Py_ssize_t,
+    keeper: ManuallyDrop<Keeper>,
+}
+
+static EXPORTER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `bf_getbuffer`: a writable, one-dimensional run of unsigned bytes.
+unsafe extern "C" fn getbuffer(
+    obj: *mut ffi::PyObject,
+    view: *mut RawBuffer,
+    flags: c_int,
+) -> c_int {
+    let this = obj.cast::<ExporterObject>();
+    // SAFETY: CPython calls this slot only for instances of our type, which
+    // `memoryview()` below initialised completely; `PyBuffer_FillInfo`
+    // checks `view` for NULL, honours `flags` (FORMAT gives "B"), and takes
+    // a reference to `obj` for the export.
+    unsafe { PyBuffer_FillInfo(view, obj, (*this).buf.cast(), (*this).len, 0, flags) }
+}
+
+/// `tp_dealloc`: drops the keeper, frees the object, releases the type.
+unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: called once, by CPython, when the last reference to one of our
+    // fully initialised instances goes (the GIL is held). The keeper is
+    // dropped exactly once; then the memory goes back through the type's
+    // own `tp_free`, and the reference `PyType_GenericAlloc` took on our heap
+    // type is released.
+    unsafe {
+        let this = obj.cast::<ExporterObject>();
+        ManuallyDrop::drop(&mut (*this).keeper);
+        let tp = ffi::Py_TYPE(obj);
+        let free: ffi::freefunc = std::mem::transmute(ffi::PyType_GetSlot(tp, ffi::Py_tp_free));
+        free(obj.cast());
+        ffi::Py_DECREF(tp.cast());
+    }
+}
+
+/// Creates the exporter type; call once, at import.
+pub(crate) fn init_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    let ty = EXPORTER_TYPE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        let mut slots = [
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_dealloc,
+                pfunc: dealloc as *mut c_void,
+            },
+            ffi::PyType_Slot {
+                slot: PY_BF_GETBUFFER,
+                pfunc: getbuffer as *mut c_void,
+            },
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_doc,
+                pfunc:
+                    c"Exports the bytes of a segpool segment; memoryviews over it keep them alive."
+                        .as_ptr()
+                        .cast_mut()
+                        .cast(),
+            },
+            ffi::PyType_Slot {
+                slot: 0,
+                pfunc: std::ptr::null_mut(),
+            },
+        ];
+        let mut spec = ffi::PyType_Spec {
+            name: c"segpool._segpool.SegmentBuffer".as_ptr(),
+            basicsize: c_int::try_from(size_of::<ExporterObject>()).expect("small struct"),
+            itemsize: 0,
+            flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION) as _,
+            slots: slots.as_mut_ptr(),
+        };
+        // SAFETY: the spec is complete and NULL-terminated; `name` and the
+        // doc string are 'static; CPython copies the slots it keeps. No
+        // `tp_new` and DISALLOW_INSTANTIATION: only `memoryview()` below
+        // creates instances, always fully initialised.
+        let raw = unsafe { ffi::PyType_FromSpec(&mut spec) };
+        // SAFETY: a new reference to a type object, or NULL with an exception.
+        let any = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
+        Ok(any.cast_into::<PyType>()?.unbind())
+    })?;
+    Ok(ty.bind(py).clone())
+}
+
+/// A writable memoryview of `len` bytes at `buf`, which stay valid while
+/// `keeper` lives.
+///
+/// # Safety
+/// `buf..buf+len` must be valid for reads and writes for as long as `keeper`
+/// is alive, and writing them must race with nothing the protocol knows of.
+pub(crate) unsafe fn memoryview<'py>(
+    py: Python<'py>,
+    keeper: Keeper,
+    buf: *mut u8,
+    len: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ty = init_type(py)?;
+    let tp = ty.as_type_ptr();
+    // SAFETY: `tp` is our heap type; GenericAlloc returns a zeroed instance
+    // with one reference (and a reference taken on the type), or NULL with
+    // an exception set.
+    let obj = unsafe { ffi::PyType_GenericAlloc(tp, 0) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    let len = ffi::Py_ssize_t::try_from(len).expect("a segment is smaller than isize::MAX");
+    // SAFETY: `obj` is a fresh instance of our type, `basicsize` bytes, not
+    // yet visible to any other code; we initialise every Rust field before
+    // anything can call a slot on it. The caller vouches for `buf`.
+    let exporter = unsafe {
+        let this = obj.cast::<ExporterObject>();
+        std::ptr::addr_of_mut!((*this).buf).write(buf);
+        std::ptr::addr_of_mut!((*this).len).write(len);
+        std::ptr::addr_of_mut!((*this).keeper).write(ManuallyDrop::new(keeper));
+        Bound::from_owned_ptr(py, obj)
+    };
+    // SAFETY: `exporter` is a live object supporting the buffer protocol;
+    // the result is a new reference or NULL with an exception.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(exporter.as_ptr())) }
+}

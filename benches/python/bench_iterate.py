@@ -17,7 +17,8 @@ transport's (for the loan arm, the one copy a decoder would make anyway).
 The parent reads one byte of each item and drops it. The measured window
 opens before the pool is created and closes after teardown (the worker
 joined, the pool closed and unlinked): SPDL's pool faults its pages in
-lazily and segpool's up front, and both are the same work. CPU is
+lazily, and so does segpool's by default (`prefault=False`); both are
+the same work. CPU is
 getrusage: the parent's own (RUSAGE_SELF, threads included) and the
 worker's (RUSAGE_CHILDREN, reaped at teardown).
 

@@ -10,8 +10,9 @@
 //! `Bitmap::free_count` is test-only here). Every other line is v1's.
 //!
 //! Not for use outside the benchmark: it gets no fixes. A v1 pool and a
-//! live pool never meet, since each pool is its own memfd, and a v1 handle
-//! given to the live crate (or the reverse) is refused by the layout check.
+//! live pool never meet, since each pool is its own memfd and the benchmark
+//! attaches each child with the crate that made its pool; once the live
+//! layout's `VERSION` moves past 1, attaching across crates also fails.
 //!
 //! Where things live: `protocol` holds every state transition and wait;
 //! `bitmap` and `ring` are its two lock-free structures; `layout` is the

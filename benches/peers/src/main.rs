@@ -2,7 +2,7 @@
 //! side in one run.
 //!
 //! ```text
-//! transport [--quick] [--rounds N] [--transports a,b,..] [--out DIR]
+//! transport [--quick] [--rounds N] [--transports a,b,..] [--sizes n,..] [--out DIR]
 //! transport cell <transport> <size> <touch|checksum> <ms>    one cell
 //! transport latency [round trips]                            ping-pongs only
 //! transport blocked                                          blocked-producer CPU only
@@ -162,6 +162,14 @@ fn main() {
         Some(list) => list.split(',').map(Transport::parse).collect(),
         None => ALL.to_vec(),
     };
+    // `--sizes 64,4096,..`: only these payload sizes, in bytes.
+    let sizes: Vec<usize> = match value_of("--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|n| n.parse().expect("--sizes: bytes"))
+            .collect(),
+        None => SIZES.to_vec(),
+    };
     let out: PathBuf = value_of("--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results"));
@@ -182,12 +190,15 @@ fn main() {
     let mut samples = Vec::new();
     let mut cell_no = 0usize;
     for round in 0..plan.rounds {
-        for &size in &SIZES {
+        for &size in &sizes {
             for consume in [Consume::Touch, Consume::Checksum] {
-                for k in 0..transports.len() {
-                    // Rotate the order each round, so no transport always runs
-                    // right after the same neighbour.
-                    let transport = transports[(k + round) % transports.len()];
+                let n = transports.len();
+                for k in 0..n {
+                    // Rotate the order each round, and run it backwards every
+                    // other round: rotation alone keeps the cyclic order, so
+                    // segpool-v1-loan would always follow segpool-loan.
+                    let k = if round % 2 == 1 { n - 1 - k } else { k };
+                    let transport = transports[(k + round) % n];
                     let depth = throughput::depth_for(size);
                     let cell = Cell {
                         transport,
@@ -208,13 +219,13 @@ fn main() {
                         s.units as f64 / s.secs,
                         s.units as f64 * size as f64 / s.secs / 1e9
                     );
-                    samples.push((transport, size, consume, s));
+                    samples.push((round, transport, size, consume, s));
                 }
             }
         }
     }
     let rows = report::rows(&samples);
-    let throughput_md = report::markdown(&rows, &SIZES);
+    let throughput_md = report::markdown(&rows, &sizes);
 
     // ----- futex calls per unit in steady state ----------------------------------
     let futex_cell = |transport| {
@@ -378,7 +389,7 @@ fn main() {
     write("md", md.as_bytes());
     write("csv", report::csv(&rows).as_bytes());
     let png = out.join(format!("latest-{}.png", plan.name));
-    match report::plot(&rows, &SIZES, &png) {
+    match report::plot(&rows, &sizes, &png) {
         Ok(()) => {
             let _ = std::fs::copy(&png, out.join(format!("{st}-{}.png", plan.name)));
         }
@@ -421,17 +432,16 @@ fn two_threads_md(t: &report::TwoThreads) -> String {
         "\n#### Two threads, one process: ns per 64 B unit (producer thread copies in, consumer thread receives and touches; pool of {TWO_DEPTH}; {} units per sample, v1 and live alternating)\n",
         t.units
     );
-    md.push_str("| crate | median ns/unit | min | max | samples | x v1 (median) |\n|---|---:|---:|---:|---:|---:|\n");
-    let v1 = report_median(t.v1.clone());
+    md.push_str("| crate | median ns/unit | min | max | samples | x v1 (median of pair ratios) |\n|---|---:|---:|---:|---:|---:|\n");
     for (name, v) in [("segpool v1", &t.v1), ("segpool", &t.live)] {
         let min = v.iter().copied().fold(f64::MAX, f64::min);
         let max = v.iter().copied().fold(0.0, f64::max);
-        let med = report_median(v.clone());
+        let med = report::median_of(v);
         let _ = writeln!(
             md,
             "| {name} | {med:.1} | {min:.1} | {max:.1} | {} | {:.3} |",
             v.len(),
-            med / v1
+            report::paired(v, &t.v1)
         );
     }
     md

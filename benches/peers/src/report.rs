@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Median over rounds of one (transport, size, consume) cell.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Row {
     pub transport: Transport,
     pub size: usize,
@@ -19,12 +19,29 @@ pub struct Row {
     pub cons_s_gb: f64,
     /// Consumer CPU µs per unit.
     pub cons_us_unit: f64,
-    /// units/s relative to segpool (copy; loan for loan transports).
+    /// units/s relative to segpool (copy; loan for loan transports), as
+    /// the median over rounds of the ratio within each round.
     pub ratio: f64,
-    /// units/s relative to `memcpy-rotate`, the copy-in limit (NaN for the
-    /// loan transports, which copy nothing).
+    /// units/s relative to `memcpy-rotate`, the copy-in limit, likewise
+    /// (NaN for the loan transports, which copy nothing).
     pub ratio_anchor: f64,
     pub rounds: usize,
+    /// units/s in each round (NaN where the cell did not run).
+    pub by_round: Vec<f64>,
+}
+
+/// Median over rounds of `a / b` within each round. Cells of one round run
+/// seconds apart, rounds minutes apart: on a shared machine the load moves
+/// every cell of a round together (2x between rounds here), so the ratio
+/// within a round is far steadier than the ratio of two medians.
+pub fn paired(a: &[f64], b: &[f64]) -> f64 {
+    let v: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x / y)
+        .filter(|r| r.is_finite())
+        .collect();
+    if v.is_empty() { f64::NAN } else { median(v) }
 }
 
 /// Two-thread nanoseconds per unit, one sample per run.
@@ -45,20 +62,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-pub fn rows(samples: &[(Transport, usize, Consume, Sample)]) -> Vec<Row> {
+/// One measured cell: (round, transport, size, consumer mode, numbers).
+pub type Measured = (usize, Transport, usize, Consume, Sample);
+
+pub fn rows(samples: &[Measured]) -> Vec<Row> {
     let mut out: Vec<Row> = Vec::new();
     let mut keys: Vec<(Transport, usize, Consume)> = Vec::new();
-    for &(t, s, c, _) in samples {
+    for &(_, t, s, c, _) in samples {
         if !keys.contains(&(t, s, c)) {
             keys.push((t, s, c));
         }
     }
+    let rounds = samples.iter().map(|x| x.0 + 1).max().unwrap_or(0);
     for (t, size, c) in keys {
         let mine: Vec<&Sample> = samples
             .iter()
-            .filter(|(a, b, d, _)| (*a, *b, *d) == (t, size, c))
-            .map(|x| &x.3)
+            .filter(|(_, a, b, d, _)| (*a, *b, *d) == (t, size, c))
+            .map(|x| &x.4)
             .collect();
+        let mut by_round = vec![f64::NAN; rounds];
+        for (r, _, _, _, s) in samples
+            .iter()
+            .filter(|(_, a, b, d, _)| (*a, *b, *d) == (t, size, c))
+        {
+            by_round[*r] = s.units as f64 / s.secs;
+        }
         let gb = |s: &Sample| s.units as f64 * size as f64 / 1e9;
         let units_s = median(mine.iter().map(|s| s.units as f64 / s.secs).collect());
         out.push(Row {
@@ -77,6 +105,7 @@ pub fn rows(samples: &[(Transport, usize, Consume, Sample)]) -> Vec<Row> {
             ratio: f64::NAN,
             ratio_anchor: f64::NAN,
             rounds: mine.len(),
+            by_round,
         });
     }
     let snapshot = out.clone();
@@ -92,10 +121,10 @@ pub fn rows(samples: &[(Transport, usize, Consume, Sample)]) -> Vec<Row> {
                 .find(|x| (x.transport, x.size, x.consume) == (t, r.size, r.consume))
         };
         if let Some(s) = find(reference) {
-            r.ratio = r.units_s / s.units_s;
+            r.ratio = paired(&r.by_round, &s.by_round);
         }
         if let Some(s) = find(Transport::MemcpyRotate).filter(|_| !r.transport.is_loan()) {
-            r.ratio_anchor = r.units_s / s.units_s;
+            r.ratio_anchor = paired(&r.by_round, &s.by_round);
         }
     }
     out
@@ -108,7 +137,7 @@ fn find(rows: &[Row], t: Transport, size: usize, c: Consume) -> Option<&Row> {
 }
 
 /// Median of a set of samples (NaN if empty).
-fn median_of(v: &[f64]) -> f64 {
+pub fn median_of(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
     } else {
@@ -120,15 +149,17 @@ fn median_of(v: &[f64]) -> f64 {
 pub fn before_after(rows: &[Row], two: &TwoThreads, futex: (&Sample, &Sample)) -> String {
     let mut md = String::from(
         "\n#### Fast path, before (segpool v1, frozen) and after (segpool, live) in this run\n\n\
+         v1 and live: medians over rounds (pairs for two threads); live / v1: median of the \
+         ratios within each round (pair).\n\n\
          | measure | v1 | live | live / v1 |\n|---|---:|---:|---:|\n",
     );
-    let mut line = |what: &str, v1: f64, live: f64, fmt: &dyn Fn(f64) -> String| {
+    let mut line = |what: &str, v1: f64, live: f64, ratio: f64, fmt: &dyn Fn(f64) -> String| {
         let _ = writeln!(
             md,
             "| {what} | {} | {} | {} |",
             fmt(v1),
             fmt(live),
-            num(live / v1)
+            num(ratio)
         );
     };
     for (c, (t1, t)) in [Consume::Touch, Consume::Checksum]
@@ -140,15 +171,18 @@ pub fn before_after(rows: &[Row], two: &TwoThreads, futex: (&Sample, &Sample)) -
             ]
         })
     {
-        let units = |t| find(rows, t, 64, c).map_or(f64::NAN, |r| r.units_s);
+        let (Some(v1), Some(live)) = (find(rows, t1, 64, c), find(rows, t, 64, c)) else {
+            continue;
+        };
         line(
             &format!(
                 "units/s, 64 B cross-process, {}, consumer `{}`",
                 if t.is_loan() { "loan" } else { "copy-in" },
                 c.name()
             ),
-            units(t1),
-            units(t),
+            v1.units_s,
+            live.units_s,
+            paired(&live.by_round, &v1.by_round),
             &si,
         );
     }
@@ -156,6 +190,7 @@ pub fn before_after(rows: &[Row], two: &TwoThreads, futex: (&Sample, &Sample)) -
         "ns per 64 B unit, two threads in one process (median)",
         median_of(&two.v1),
         median_of(&two.live),
+        paired(&two.live, &two.v1),
         &|x| format!("{x:.1}"),
     );
     let per_unit = |s: &Sample| (s.futex.0 + s.futex.1) as f64 / s.units as f64;
@@ -163,6 +198,8 @@ pub fn before_after(rows: &[Row], two: &TwoThreads, futex: (&Sample, &Sample)) -
         "futex syscalls per 64 B unit, both sides, steady state",
         per_unit(futex.0),
         per_unit(futex.1),
+        // No ratio: the goal is zero, and a handful of sleeps is noise.
+        f64::NAN,
         &|x| format!("{x:.6}"),
     );
     md.push_str(
@@ -208,7 +245,7 @@ pub fn markdown(rows: &[Row], sizes: &[usize]) -> String {
     for c in [Consume::Touch, Consume::Checksum] {
         let _ = writeln!(
             md,
-            "\n#### Copy-in, GB/s, consumer `{}` (x = ratio to memcpy-rotate, the copy-in limit)\n",
+            "\n#### Copy-in, GB/s, consumer `{}` (x = ratio to memcpy-rotate, the copy-in limit; median of the ratios within each round)\n",
             c.name()
         );
         overview(&mut md, rows, sizes, c, &copy_in, |r| {
@@ -218,7 +255,7 @@ pub fn markdown(rows: &[Row], sizes: &[usize]) -> String {
     for c in [Consume::Touch, Consume::Checksum] {
         let _ = writeln!(
             md,
-            "\n#### Loan, units/s, consumer `{}` (x = ratio to segpool-loan; the producer writes 8 bytes per unit)\n",
+            "\n#### Loan, units/s, consumer `{}` (x = ratio to segpool-loan, median of the ratios within each round; the producer writes 8 bytes per unit)\n",
             c.name()
         );
         overview(&mut md, rows, sizes, c, &loans, |r| {
@@ -227,7 +264,7 @@ pub fn markdown(rows: &[Row], sizes: &[usize]) -> String {
     }
     let _ = writeln!(
         md,
-        "\n#### Every cell (medians over rounds; CPU = getrusage user+sys of each process over the timed units)\n"
+        "\n#### Every cell (medians over rounds; x = median of the ratios within each round; CPU = getrusage user+sys of each process over the timed units)\n"
     );
     md.push_str("| consumer | size | transport | units/s | GB/s | x segpool | x memcpy-rotate | producer CPU s/GB | consumer CPU s/GB | consumer CPU µs/unit |\n");
     md.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -281,6 +318,9 @@ fn overview(
     }
     md.push('\n');
     for &t in transports {
+        if !rows.iter().any(|r| r.transport == t) {
+            continue; // not in this run (`--transports`)
+        }
         let _ = write!(md, "| {} |", t.name());
         for &s in sizes {
             match find(rows, t, s, c) {
@@ -296,12 +336,12 @@ fn overview(
 
 pub fn csv(rows: &[Row]) -> String {
     let mut s = String::from(
-        "consume,size_bytes,transport,units_per_s,gb_per_s,ratio_to_segpool,ratio_to_memcpy_rotate,producer_cpu_s_per_gb,consumer_cpu_s_per_gb,consumer_cpu_us_per_unit,rounds\n",
+        "consume,size_bytes,transport,units_per_s,gb_per_s,ratio_to_segpool,ratio_to_memcpy_rotate,producer_cpu_s_per_gb,consumer_cpu_s_per_gb,consumer_cpu_us_per_unit,rounds,units_per_s_by_round\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{:.1},{:.4},{:.4},{:.4},{:.6},{:.6},{:.4},{}",
+            "{},{},{},{:.1},{:.4},{:.4},{:.4},{:.6},{:.6},{:.4},{},{}",
             r.consume.name(),
             r.size,
             r.transport.name(),
@@ -312,7 +352,12 @@ pub fn csv(rows: &[Row]) -> String {
             r.prod_s_gb,
             r.cons_s_gb,
             r.cons_us_unit,
-            r.rounds
+            r.rounds,
+            r.by_round
+                .iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(";")
         );
     }
     s
@@ -393,6 +438,9 @@ fn draw_panel(
         .label_style(("sans-serif", 15))
         .draw()?;
     for &t in transports {
+        if !mine.iter().any(|r| r.transport == t) {
+            continue; // not in this run (`--transports`)
+        }
         let pts: Vec<(f64, f64)> = mine
             .iter()
             .filter(|r| r.transport == t)
@@ -406,7 +454,11 @@ fn draw_panel(
             chart.draw_series(LineSeries::new(pts.clone(), style))?
         }
         .label(t.name())
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        .legend(move |(x, y)| {
+            // One 20-pixel dash is a solid legend line.
+            let (dash, gap) = if dashed { (5, 4) } else { (20, 20) };
+            plotters::element::DashedPathElement::new(vec![(x, y), (x + 20, y)], dash, gap, style)
+        });
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
     chart

@@ -2,7 +2,12 @@
 //! side in one run.
 //!
 //! ```text
-//! transport [--quick] [--out DIR]
+//! transport [--quick] [--rounds N] [--transports a,b,..] [--sizes n,..] [--out DIR]
+//! transport cell <transport> <size> <touch|checksum> <ms>    one cell
+//! transport latency [round trips]                            ping-pongs only
+//! transport blocked                                          blocked-producer CPU only
+//! transport two-threads [units]                              in-process v1 vs live only
+//! transport oneloop <live|v1> <units> [size]                 one-thread loop, for callgrind
 //! ```
 //! Every transport runs in the same process pair layout (producer = child,
 //! consumer = this process), over the same payload sizes, alternating
@@ -11,6 +16,7 @@
 //! defaults to `benches/results` beside this package).
 
 mod latency;
+mod pools;
 mod proc;
 mod report;
 mod throughput;
@@ -30,6 +36,9 @@ struct Plan {
     ping_iters: usize,
     wake_iters: usize,
     futex_units: u64,
+    /// Units per two-thread measurement, and how many (v1, live) pairs.
+    two_units: u64,
+    two_pairs: usize,
 }
 
 const QUICK: Plan = Plan {
@@ -39,6 +48,8 @@ const QUICK: Plan = Plan {
     ping_iters: 20_000,
     wake_iters: 200,
     futex_units: 1_000_000,
+    two_units: 100_000,
+    two_pairs: 6,
 };
 
 const FULL: Plan = Plan {
@@ -48,6 +59,8 @@ const FULL: Plan = Plan {
     ping_iters: 200_000,
     wake_iters: 1_000,
     futex_units: 1_000_000,
+    two_units: 500_000,
+    two_pairs: 15,
 };
 
 fn main() {
@@ -106,6 +119,23 @@ fn main() {
         }
         return;
     }
+    if args.first().map(String::as_str) == Some("oneloop") {
+        // `oneloop <live|v1> <units> [size]`: benches/callgrind.sh runs it.
+        let units: u64 = args[2].parse().expect("units");
+        let size: usize = args.get(3).map_or(64, |s| s.parse().expect("size"));
+        match args[1].as_str() {
+            "live" => pools::live::one_loop(units, size, TWO_DEPTH),
+            "v1" => pools::v1::one_loop(units, size, TWO_DEPTH),
+            other => panic!("oneloop: crate is live or v1, not {other}"),
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("two-threads") {
+        let units: u64 = args.get(1).map_or(1_000_000, |n| n.parse().expect("units"));
+        let t = two_threads(units, 5);
+        println!("{}", two_threads_md(&t));
+        return;
+    }
     if args.first().map(String::as_str) == Some("blocked") {
         println!(
             "{:?}",
@@ -113,33 +143,62 @@ fn main() {
         );
         return;
     }
-    let plan = if args.iter().any(|a| a == "--quick") {
+    let mut plan = if args.iter().any(|a| a == "--quick") {
         QUICK
     } else {
         FULL
     };
-    let out: PathBuf = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    if let Some(n) = value_of("--rounds") {
+        plan.rounds = n.parse().expect("--rounds N");
+    }
+    // `--transports a,b,..`: only these (e.g. the four segpool rows and the
+    // anchor, for a before/after run with many rounds).
+    let transports: Vec<Transport> = match value_of("--transports") {
+        Some(list) => list.split(',').map(Transport::parse).collect(),
+        None => ALL.to_vec(),
+    };
+    // `--sizes 64,4096,..`: only these payload sizes, in bytes.
+    let sizes: Vec<usize> = match value_of("--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|n| n.parse().expect("--sizes: bytes"))
+            .collect(),
+        None => SIZES.to_vec(),
+    };
+    let out: PathBuf = value_of("--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results"));
     let started = Instant::now();
     let pid = std::process::id();
     let mut md = String::new();
-    let _ = writeln!(md, "### Run `{}` ({})\n", plan.name, stamp());
+    let _ = writeln!(
+        md,
+        "### Run `{}` ({}), {} round(s) of {} ms per cell\n",
+        plan.name,
+        stamp(),
+        plan.rounds,
+        plan.duration.as_millis()
+    );
     let _ = writeln!(md, "{}", machine());
 
     // ----- throughput, round-robin ---------------------------------------------
     let mut samples = Vec::new();
     let mut cell_no = 0usize;
     for round in 0..plan.rounds {
-        for &size in &SIZES {
+        for &size in &sizes {
             for consume in [Consume::Touch, Consume::Checksum] {
-                for k in 0..ALL.len() {
-                    // Rotate the order each round, so no transport always runs
-                    // right after the same neighbour.
-                    let transport = ALL[(k + round) % ALL.len()];
+                let n = transports.len();
+                for k in 0..n {
+                    // Rotate the order each round, and run it backwards every
+                    // other round: rotation alone keeps the cyclic order, so
+                    // segpool-v1-loan would always follow segpool-loan.
+                    let k = if round % 2 == 1 { n - 1 - k } else { k };
+                    let transport = transports[(k + round) % n];
                     let depth = throughput::depth_for(size);
                     let cell = Cell {
                         transport,
@@ -160,28 +219,41 @@ fn main() {
                         s.units as f64 / s.secs,
                         s.units as f64 * size as f64 / s.secs / 1e9
                     );
-                    samples.push((transport, size, consume, s));
+                    samples.push((round, transport, size, consume, s));
                 }
             }
         }
     }
     let rows = report::rows(&samples);
-    let throughput_md = report::markdown(&rows, &SIZES);
+    let throughput_md = report::markdown(&rows, &sizes);
 
     // ----- futex calls per unit in steady state ----------------------------------
-    let futex = throughput::run(
-        &Cell {
-            transport: Transport::SegpoolCopy,
-            size: 64,
-            consume: Consume::Touch,
-            depth: 64,
-            duration: Duration::ZERO,
-            max_units: plan.futex_units,
-            warmup: 128,
-        },
-        &format!("{pid}/futex"),
-    );
-    eprintln!("futex calls over {} units: {:?}", futex.units, futex.futex);
+    let futex_cell = |transport| {
+        let s = throughput::run(
+            &Cell {
+                transport,
+                size: 64,
+                consume: Consume::Touch,
+                depth: 64,
+                duration: Duration::ZERO,
+                max_units: plan.futex_units,
+                warmup: 128,
+            },
+            &format!("{pid}/futex-{}", transport.name()),
+        );
+        eprintln!(
+            "{}: futex calls over {} units: {:?}",
+            transport.name(),
+            s.units,
+            s.futex
+        );
+        s
+    };
+    let futex_v1 = futex_cell(Transport::SegpoolV1Copy);
+    let futex = futex_cell(Transport::SegpoolCopy);
+
+    // ----- two threads in one process, v1 and live alternating --------------------
+    let two = two_threads(plan.two_units, plan.two_pairs);
 
     // ----- latency -------------------------------------------------------------------
     let mut pp = Vec::new();
@@ -222,6 +294,7 @@ fn main() {
     eprintln!("blocked 1 s CPU µs: {blocked:?}");
 
     // ----- report ----------------------------------------------------------------------
+    md.push_str(&report::before_after(&rows, &two, (&futex_v1, &futex)));
     md.push_str(&throughput_md);
     let _ = writeln!(
         md,
@@ -281,17 +354,21 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "\n#### Futex syscalls in steady state: {} units of 64 B, segpool copy-in, pool of 64\n",
+        "\n#### Futex syscalls in steady state: {} units of 64 B, copy-in, pool of 64\n",
         futex.units
     );
-    let _ = writeln!(
-        md,
-        "| side | futex calls | per unit |\n|---|---:|---:|\n| producer | {} | {:.6} |\n| consumer | {} | {:.6} |",
-        futex.futex.0,
-        futex.futex.0 as f64 / futex.units as f64,
-        futex.futex.1,
-        futex.futex.1 as f64 / futex.units as f64
-    );
+    md.push_str("| crate | side | futex calls | per unit |\n|---|---|---:|---:|\n");
+    for (name, f) in [("segpool v1", &futex_v1), ("segpool", &futex)] {
+        let _ = writeln!(
+            md,
+            "| {name} | producer | {} | {:.6} |\n| {name} | consumer | {} | {:.6} |",
+            f.futex.0,
+            f.futex.0 as f64 / f.units as f64,
+            f.futex.1,
+            f.futex.1 as f64 / f.units as f64
+        );
+    }
+    md.push_str(&two_threads_md(&two));
     let _ = writeln!(
         md,
         "\n({:.2} M units/s during this run; total bench time {:.0} s)",
@@ -312,7 +389,7 @@ fn main() {
     write("md", md.as_bytes());
     write("csv", report::csv(&rows).as_bytes());
     let png = out.join(format!("latest-{}.png", plan.name));
-    match report::plot(&rows, &SIZES, &png) {
+    match report::plot(&rows, &sizes, &png) {
         Ok(()) => {
             let _ = std::fs::copy(&png, out.join(format!("{st}-{}.png", plan.name)));
         }
@@ -320,6 +397,54 @@ fn main() {
     }
     println!("{md}");
     eprintln!("results in {}", out.display());
+}
+
+/// Segments of the two-thread pool and of the callgrind loop.
+const TWO_DEPTH: usize = 64;
+
+/// Two-thread ns per unit of `units` units, `pairs` times for each crate:
+/// v1 then live, then live then v1, and so on, so neither always runs first.
+fn two_threads(units: u64, pairs: usize) -> report::TwoThreads {
+    let mut t = report::TwoThreads {
+        units,
+        ..Default::default()
+    };
+    let warmup = 4 * TWO_DEPTH as u64;
+    for pair in 0..pairs {
+        for k in 0..2 {
+            if (k + pair) % 2 == 0 {
+                t.v1.push(pools::v1::two_threads(units, 64, TWO_DEPTH, warmup));
+            } else {
+                t.live
+                    .push(pools::live::two_threads(units, 64, TWO_DEPTH, warmup));
+            }
+        }
+    }
+    eprintln!("two threads ns/unit: v1 {:?} live {:?}", t.v1, t.live);
+    t
+}
+
+/// The two-thread table.
+fn two_threads_md(t: &report::TwoThreads) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n#### Two threads, one process: ns per 64 B unit (producer thread copies in, consumer thread receives and touches; pool of {TWO_DEPTH}; {} units per sample, v1 and live alternating)\n",
+        t.units
+    );
+    md.push_str("| crate | median ns/unit | min | max | samples | x v1 (median of pair ratios) |\n|---|---:|---:|---:|---:|---:|\n");
+    for (name, v) in [("segpool v1", &t.v1), ("segpool", &t.live)] {
+        let min = v.iter().copied().fold(f64::MAX, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        let med = report::median_of(v);
+        let _ = writeln!(
+            md,
+            "| {name} | {med:.1} | {min:.1} | {max:.1} | {} | {:.3} |",
+            v.len(),
+            report::paired(v, &t.v1)
+        );
+    }
+    md
 }
 
 fn report_median(mut v: Vec<f64>) -> f64 {

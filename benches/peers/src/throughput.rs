@@ -6,6 +6,7 @@
 //! (a unit shorter than 64 bytes). The producer takes its CPU count over
 //! the same units, and reports it on the control channel.
 
+use crate::pools;
 use crate::proc::{Parent, Peer, child_command, cpu_self};
 use iceoryx2::prelude::*;
 use ipc_channel::ipc::{IpcOneShotServer, IpcSender, IpcSharedMemory};
@@ -17,13 +18,17 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A way to move units from one process to another (or the memcpy limit).
+/// A way to move units from one process to another (or a memcpy limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// segpool, `write_binary` (copy in, the SPDL usage).
     SegpoolCopy,
+    /// The same on `segpool-v1`, the frozen pre-v2 crate.
+    SegpoolV1Copy,
     /// segpool, `reserve` (write in place: 8 bytes of header, no copy).
     SegpoolLoan,
+    /// The same on `segpool-v1`.
+    SegpoolV1Loan,
     /// A pipe, one `write` of length prefix + payload per unit.
     Pipe,
     /// A Unix-domain stream socket, same framing.
@@ -32,17 +37,25 @@ pub enum Transport {
     IpcChannel,
     /// iceoryx2 publish-subscribe, `loan_slice_uninit` (8 bytes written).
     Iceoryx2,
-    /// Single-thread `memcpy` of the payload, in one process: the limit.
+    /// Single-thread `memcpy` of the payload into `depth` destinations in
+    /// turn, in a shared mapping with the pool's footprint: the limit of
+    /// copy-in, the anchor the copy-in transports are compared with.
+    MemcpyRotate,
+    /// Single-thread `memcpy` of the payload into one hot buffer: the
+    /// machine's copy speed, which no rotating pool can reach.
     Memcpy,
 }
 
-pub const ALL: [Transport; 7] = [
+pub const ALL: [Transport; 10] = [
     Transport::SegpoolCopy,
+    Transport::SegpoolV1Copy,
     Transport::SegpoolLoan,
+    Transport::SegpoolV1Loan,
     Transport::Pipe,
     Transport::Uds,
     Transport::IpcChannel,
     Transport::Iceoryx2,
+    Transport::MemcpyRotate,
     Transport::Memcpy,
 ];
 
@@ -50,16 +63,19 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::SegpoolCopy => "segpool-copy",
+            Transport::SegpoolV1Copy => "segpool-v1-copy",
             Transport::SegpoolLoan => "segpool-loan",
+            Transport::SegpoolV1Loan => "segpool-v1-loan",
             Transport::Pipe => "pipe",
             Transport::Uds => "uds",
             Transport::IpcChannel => "ipc-channel",
             Transport::Iceoryx2 => "iceoryx2-loan",
+            Transport::MemcpyRotate => "memcpy-rotate",
             Transport::Memcpy => "memcpy",
         }
     }
 
-    fn parse(s: &str) -> Transport {
+    pub fn parse(s: &str) -> Transport {
         *ALL.iter()
             .find(|t| t.name() == s)
             .unwrap_or_else(|| panic!("unknown transport {s}"))
@@ -67,7 +83,15 @@ impl Transport {
 
     /// Whether the producer writes only a header in place (not the payload).
     pub fn is_loan(self) -> bool {
-        matches!(self, Transport::SegpoolLoan | Transport::Iceoryx2)
+        matches!(
+            self,
+            Transport::SegpoolLoan | Transport::SegpoolV1Loan | Transport::Iceoryx2
+        )
+    }
+
+    /// Whether this is one of the in-process memcpy limits.
+    pub fn is_memcpy(self) -> bool {
+        matches!(self, Transport::Memcpy | Transport::MemcpyRotate)
     }
 }
 
@@ -125,7 +149,7 @@ pub fn depth_for(size: usize) -> usize {
 }
 
 /// Bytes shorter than this end the stream.
-const END: usize = 64;
+pub(crate) const END: usize = 64;
 
 fn checksum(b: &[u8]) -> u64 {
     let mut acc = [0u64; 8];
@@ -141,7 +165,7 @@ fn checksum(b: &[u8]) -> u64 {
 }
 
 /// Consumer-side bookkeeping of the timed window.
-struct Window {
+pub(crate) struct Window {
     warmup: u64,
     seen: u64,
     start: Option<(Instant, Duration)>,
@@ -160,8 +184,13 @@ impl Window {
         }
     }
 
+    /// Units consumed so far (the next unit's ticket, for segpool).
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
+    }
+
     #[inline]
-    fn unit(&mut self, bytes: &[u8]) {
+    pub(crate) fn unit(&mut self, bytes: &[u8]) {
         match self.consume {
             Consume::Touch => self.acc = self.acc.wrapping_add(u64::from(bytes[0])),
             Consume::Checksum => self.acc = self.acc.wrapping_add(checksum(bytes)),
@@ -185,8 +214,10 @@ impl Window {
 
 /// Runs one cell: spawns the producer, consumes, returns the numbers.
 pub fn run(cell: &Cell, tag: &str) -> Sample {
-    if cell.transport == Transport::Memcpy {
-        return memcpy(cell);
+    match cell.transport {
+        Transport::Memcpy => return memcpy(cell),
+        Transport::MemcpyRotate => return memcpy_rotate(cell),
+        _ => {}
     }
     let mut args = vec![
         cell.transport.name().to_string(),
@@ -199,34 +230,14 @@ pub fn run(cell: &Cell, tag: &str) -> Sample {
     ];
     let mut cmd = child_command("tp", &[]);
     let mut win = Window::new(cell);
-    let futex0 = segpool::futex_calls();
     let mut extra_futex = (0, 0);
     let prod: Vec<f64>;
     match cell.transport {
         Transport::SegpoolCopy | Transport::SegpoolLoan => {
-            let pool = segpool::SegmentPool::builder(cell.size, cell.depth)
-                .acquire_timeout(Duration::from_secs(60))
-                .build()
-                .expect("pool");
-            pool.configure_command(cmd.args(&args));
-            let reader = pool.open_reader();
-            let mut peer = Peer::spawn(cmd);
-            go(&mut peer);
-            loop {
-                let u = reader.recv().expect("recv");
-                assert_eq!(u.ticket(), win.seen, "units out of order or lost");
-                if u.len() < END {
-                    break;
-                }
-                win.unit(&u);
-            }
-            prod = peer.recv_numbers();
-            peer.finish();
-            let f = segpool::futex_calls();
-            extra_futex = (
-                prod[2] as u64 + prod[3] as u64,
-                f.0 - futex0.0 + f.1 - futex0.1,
-            );
+            (prod, extra_futex) = pools::live::consume(cell, cmd, &args, &mut win);
+        }
+        Transport::SegpoolV1Copy | Transport::SegpoolV1Loan => {
+            (prod, extra_futex) = pools::v1::consume(cell, cmd, &args, &mut win);
         }
         Transport::Pipe => {
             cmd.args(&args).stdout(Stdio::piped());
@@ -281,7 +292,7 @@ pub fn run(cell: &Cell, tag: &str) -> Sample {
             prod = peer.recv_numbers();
             peer.finish();
         }
-        Transport::Memcpy => unreachable!(),
+        Transport::Memcpy | Transport::MemcpyRotate => unreachable!(),
     }
     let (units, secs, cons_cpu) = win.finish();
     assert_eq!(units, prod[0] as u64, "producer and consumer disagree");
@@ -294,7 +305,7 @@ pub fn run(cell: &Cell, tag: &str) -> Sample {
     }
 }
 
-fn go(peer: &mut Peer) {
+pub(crate) fn go(peer: &mut Peer) {
     assert_eq!(peer.recv(), "ready");
     peer.send("go");
 }
@@ -347,32 +358,11 @@ fn ice_service(
     ice_builder(node, tag, depth).subscriber_max_borrowed_samples(2)
 }
 
-/// The memcpy limit: copy the payload from one buffer to another, one
-/// thread, in bursts of about 2 ms for the cell's duration; the fastest
-/// burst counts (the limit, not the machine's noise).
-fn memcpy(cell: &Cell) -> Sample {
-    // Source and destination as the producer of segpool-copy sees them: a
-    // heap buffer 16 bytes past a page boundary, and a page-aligned segment.
-    // (Buffers at the same page offset would hit the 4 KiB store-to-load
-    // aliasing penalty, which is the allocator's doing, not the memory's.)
-    let mut src_buf = vec![0u8; cell.size + 8192];
-    let mut dst_buf = vec![0u8; cell.size + 8192];
-    let page = |p: *const u8| (4096 - p as usize % 4096) % 4096;
-    let (so, d_o) = (page(src_buf.as_ptr()) + 16, page(dst_buf.as_ptr()));
-    let src = &mut src_buf[so..so + cell.size];
-    for (i, b) in src.iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    let src = &*src;
-    let dst = &mut dst_buf[d_o..d_o + cell.size];
-    let per_burst = ((2 << 20) / cell.size).max(1) as u64 * 16;
-    let mut copy = |n: u64| {
-        for _ in 0..n {
-            dst.copy_from_slice(black_box(src));
-            black_box(&mut *dst);
-        }
-    };
-    copy(per_burst.min(64));
+/// Runs `copy(n)` (n units) in bursts of `per_burst` units for the cell's
+/// duration, after `warm` units; the fastest burst counts (the limit, not
+/// the machine's noise).
+fn fastest_burst(cell: &Cell, warm: u64, per_burst: u64, mut copy: impl FnMut(u64)) -> Sample {
+    copy(warm);
     let (t0, c0) = (Instant::now(), cpu_self());
     let mut best = f64::MAX;
     let mut units = 0u64;
@@ -392,6 +382,98 @@ fn memcpy(cell: &Cell) -> Sample {
     }
 }
 
+/// Units per burst: about 2 MiB of payload, times 16.
+fn per_burst(size: usize) -> u64 {
+    ((2 << 20) / size).max(1) as u64 * 16
+}
+
+/// A source buffer as the producer of segpool-copy sees it: on the heap, 16
+/// bytes past a page boundary, filled. (Source and destination at the same
+/// page offset would hit the 4 KiB store-to-load aliasing penalty, which is
+/// the allocator's doing, not the memory's.) Returns the buffer and the
+/// payload's offset in it.
+fn source(size: usize) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; size + 8192];
+    let off = (4096 - buf.as_ptr() as usize % 4096) % 4096 + 16;
+    for (i, b) in buf[off..off + size].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    (buf, off)
+}
+
+/// The memcpy limit: copy the payload from one buffer into one hot,
+/// page-aligned destination, one thread, in ~2 ms bursts.
+fn memcpy(cell: &Cell) -> Sample {
+    let (src_buf, so) = source(cell.size);
+    let src = &src_buf[so..so + cell.size];
+    let mut dst_buf = vec![0u8; cell.size + 8192];
+    let d_o = (4096 - dst_buf.as_ptr() as usize % 4096) % 4096;
+    let dst = &mut dst_buf[d_o..d_o + cell.size];
+    let n = per_burst(cell.size);
+    fastest_burst(cell, n.min(64), n, |k| {
+        for _ in 0..k {
+            dst.copy_from_slice(black_box(src));
+            black_box(&mut *dst);
+        }
+    })
+}
+
+/// The copy-in limit: the same copy, but unit `i` goes to destination
+/// `i % depth` of a `MAP_SHARED` memfd mapping with a pool's footprint
+/// (`depth` page-aligned slots of the payload rounded up to a page), every
+/// page faulted in beforehand. This is what a producer copying into a
+/// pool's rotating segments could reach with a protocol that cost nothing:
+/// once `depth * size` outgrows the caches, every unit is written to memory
+/// no cache holds, which the hot-buffer `memcpy` never is.
+fn memcpy_rotate(cell: &Cell) -> Sample {
+    use rustix::mm::{MapFlags, ProtFlags};
+    let (src_buf, so) = source(cell.size);
+    let src = &src_buf[so..so + cell.size];
+    let count = cell.depth;
+    let stride = cell.size.next_multiple_of(rustix::param::page_size());
+    let len = count * stride;
+    let fd = rustix::fs::memfd_create("segpool-bench-memcpy", rustix::fs::MemfdFlags::CLOEXEC)
+        .expect("memfd_create");
+    rustix::fs::ftruncate(&fd, len as u64).expect("ftruncate");
+    // SAFETY: a new shared mapping of a memfd only this process holds, at an
+    // address the kernel picks: it aliases no Rust object. It is unmapped at
+    // the end of this function, after the last use of `dst`.
+    let base = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED | MapFlags::POPULATE,
+            &fd,
+            0,
+        )
+    }
+    .expect("mmap");
+    // SAFETY: `base` is a readable, writable mapping of `len` bytes (above),
+    // zero-filled by the kernel, and nothing else refers to it while `dst`
+    // lives.
+    let dst = unsafe { std::slice::from_raw_parts_mut(base.cast::<u8>(), len) };
+    // Fault every page in for writing, as a pool's creator does when it
+    // touches its segments (MAP_POPULATE alone may map them read-only).
+    for page in dst.chunks_mut(rustix::param::page_size()) {
+        page[0] = 1;
+    }
+    let mut i = 0usize;
+    let n = per_burst(cell.size).next_multiple_of(count as u64);
+    let s = fastest_burst(cell, count as u64, n, |k| {
+        for _ in 0..k {
+            let d = &mut dst[i * stride..i * stride + cell.size];
+            d.copy_from_slice(black_box(src));
+            black_box(&mut *d);
+            i = (i + 1) % count;
+        }
+    });
+    // SAFETY: `base`/`len` are the mapping made above, and `dst`, the only
+    // view of it, is not used after this point.
+    unsafe { rustix::mm::munmap(base, len) }.expect("munmap");
+    s
+}
+
 // ----- child side --------------------------------------------------------------
 
 /// The producer child: `tp <transport> <size> <depth> <dur_us> <max> <warmup> <tag> [ipc]`.
@@ -405,6 +487,11 @@ pub fn child(args: &[String]) {
     let tag = &args[6];
     let mut parent = Parent::new();
     let src: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+    // The futex counter of the crate this cell drives (zero for the others).
+    let futex_calls = match t {
+        Transport::SegpoolV1Copy | Transport::SegpoolV1Loan => pools::v1::futex_calls,
+        _ => pools::live::futex_calls,
+    };
     // Producer loop shared by every transport: `send(seq, end)` moves one unit.
     let mut stream = |send: &mut dyn FnMut(u64, bool)| {
         parent.send("ready");
@@ -413,7 +500,7 @@ pub fn child(args: &[String]) {
             send(seq, false);
         }
         let (t0, c0) = (Instant::now(), cpu_self());
-        let f0 = segpool::futex_calls();
+        let f0 = futex_calls();
         let mut n = 0u64;
         loop {
             let done = if max_units > 0 {
@@ -428,7 +515,7 @@ pub fn child(args: &[String]) {
             n += 1;
         }
         let cpu = (cpu_self() - c0).as_secs_f64();
-        let f = segpool::futex_calls();
+        let f = futex_calls();
         send(0, true);
         parent.send(&format!("{n} {cpu} {} {}", f.0 - f0.0, f.1 - f0.1));
         // Stay until the parent is done: some transports drop what is still
@@ -437,20 +524,10 @@ pub fn child(args: &[String]) {
     };
     match t {
         Transport::SegpoolCopy | Transport::SegpoolLoan => {
-            let pool = segpool::SegmentPool::from_env().expect("attach pool");
-            let w = pool.open_writer();
-            stream(&mut |seq, end| {
-                let mut u = w.begin_unit().expect("begin_unit");
-                if end {
-                    // An empty unit ends the stream.
-                } else if t == Transport::SegpoolCopy {
-                    u.write_binary(&src).expect("write_binary");
-                } else {
-                    let (_, buf) = u.reserve(size).expect("reserve");
-                    buf[..8].copy_from_slice(&seq.to_le_bytes());
-                }
-                u.commit_unit().expect("commit_unit");
-            });
+            pools::live::produce(t.is_loan(), size, &src, &mut stream);
+        }
+        Transport::SegpoolV1Copy | Transport::SegpoolV1Loan => {
+            pools::v1::produce(t.is_loan(), size, &src, &mut stream);
         }
         Transport::Pipe | Transport::Uds => {
             let fd = std::io::stdout().as_fd().try_clone_to_owned().expect("dup");
@@ -500,6 +577,6 @@ pub fn child(args: &[String]) {
                 s.send().expect("send");
             });
         }
-        Transport::Memcpy => unreachable!(),
+        Transport::Memcpy | Transport::MemcpyRotate => unreachable!(),
     }
 }

@@ -1,0 +1,279 @@
+//! [`SegmentPool`]: creating, attaching to, and tearing down a pool.
+
+use crate::error::{Error, Result};
+use crate::handle::{ENV_VAR, PoolHandle};
+use crate::layout::Layout;
+use crate::protocol::Stats;
+use crate::reader::Reader;
+use crate::region::{Region, unlink_name};
+use crate::writer::Writer;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default time `begin_unit` waits for a free segment (SPDL's default too).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A pool of `count` shared-memory segments of `segment_size` bytes each.
+///
+/// Create it in the consumer (parent) process, hand it to producers with
+/// [`handle`](Self::handle) / [`configure_command`](Self::configure_command),
+/// attach there with [`attach`](Self::attach) or [`from_env`](Self::from_env).
+/// Any process that has the pool may open writers and readers.
+///
+/// ```
+/// let pool = segpool::SegmentPool::new(4096, 4)?;
+/// let (writer, reader) = (pool.open_writer(), pool.open_reader());
+///
+/// let mut unit = writer.begin_unit()?;
+/// let (offset, nbytes) = unit.write_binary(b"hello")?;
+/// unit.commit_unit()?;
+///
+/// let received = reader.recv()?;
+/// assert_eq!(received.read_binary(offset, nbytes)?, b"hello");
+/// drop(received); // the segment goes back to the pool
+/// assert_eq!((pool.published(), pool.reclaimed()), (1, 1));
+/// # Ok::<(), segpool::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SegmentPool {
+    region: Arc<Region>,
+    acquire_timeout: Duration,
+}
+
+/// Builder for a [`SegmentPool`] with non-default settings.
+#[derive(Clone, Debug)]
+pub struct PoolBuilder {
+    segment_size: usize,
+    count: usize,
+    acquire_timeout: Duration,
+    named: bool,
+}
+
+impl PoolBuilder {
+    /// How long `begin_unit` waits for a free segment before
+    /// [`Error::Timeout`]. Zero: never wait ([`Error::Exhausted`] at once).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Back the pool with a named POSIX shm object instead of a memfd, so
+    /// unrelated processes can attach by name. The creator unlinks it when
+    /// dropped. Named objects cannot be sealed: only share them with
+    /// processes you trust not to truncate them.
+    pub fn named(mut self, named: bool) -> Self {
+        self.named = named;
+        self
+    }
+
+    /// Creates the pool: allocates, seals, maps and prefaults its memory.
+    pub fn build(self) -> Result<SegmentPool> {
+        let layout = Layout::new(self.segment_size, self.count, rustix::param::page_size())?;
+        Ok(SegmentPool {
+            region: Arc::new(Region::create(layout, self.named)?),
+            acquire_timeout: self.acquire_timeout,
+        })
+    }
+}
+
+impl SegmentPool {
+    /// A memfd-backed pool with the default `acquire_timeout` (60 s).
+    ///
+    /// [`Error::InvalidConfig`] for a zero size or count, more than
+    /// [`MAX_COUNT`](crate::MAX_COUNT) segments, or a total that overflows.
+    pub fn new(segment_size: usize, count: usize) -> Result<SegmentPool> {
+        Self::builder(segment_size, count).build()
+    }
+
+    /// A builder, for `acquire_timeout` and named pools.
+    pub fn builder(segment_size: usize, count: usize) -> PoolBuilder {
+        PoolBuilder {
+            segment_size,
+            count,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            named: false,
+        }
+    }
+
+    /// Attaches to the pool a handle names, validating its control page:
+    /// [`Error::Incompatible`] if it is not a segpool pool of this version,
+    /// [`Error::Corrupt`] if its header disagrees with itself or with the
+    /// object's real size.
+    pub fn attach(handle: &PoolHandle) -> Result<SegmentPool> {
+        Ok(SegmentPool {
+            region: Arc::new(Region::open(handle)?),
+            acquire_timeout: handle.acquire_timeout(),
+        })
+    }
+
+    /// Attaches to the pool named by the `SEGPOOL_HANDLE` environment
+    /// variable that [`configure_command`](Self::configure_command) set.
+    pub fn from_env() -> Result<SegmentPool> {
+        Self::attach(&PoolHandle::from_env()?)
+    }
+
+    /// A handle for another process.
+    pub fn handle(&self) -> PoolHandle {
+        self.region.handle(self.acquire_timeout)
+    }
+
+    /// Prepares `cmd` to start a process that can [`from_env`](Self::from_env):
+    /// sets `SEGPOOL_HANDLE` and, for a memfd pool, lets the child inherit
+    /// the fd (only that child: the fd stays close-on-exec for every other).
+    /// Keep the pool alive until the command is spawned.
+    pub fn configure_command<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env(ENV_VAR, self.handle().to_string());
+        if self.region.name().is_none() {
+            // The closure owns a reference to the region, so the fd stays
+            // open (and keeps its number) for as long as `cmd` can spawn,
+            // whenever the caller drops the pool.
+            let region = self.region.clone();
+            // SAFETY: the closure runs in the forked child before exec, where
+            // only async-signal-safe work is allowed: it makes one fcntl
+            // syscall and allocates nothing.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                    rustix::io::fcntl_setfd(region.fd(), rustix::io::FdFlags::empty())?;
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// A producer endpoint. Cheap; open as many as you like, in any thread.
+    pub fn open_writer(&self) -> Writer {
+        Writer::new(self.region.clone(), self.acquire_timeout)
+    }
+
+    /// A consumer endpoint. Units come out in publish order.
+    pub fn open_reader(&self) -> Reader {
+        Reader::new(self.region.clone())
+    }
+
+    /// Number of segments.
+    pub fn count(&self) -> usize {
+        self.region.layout().count
+    }
+
+    /// Usable bytes per segment.
+    pub fn segment_size(&self) -> usize {
+        self.region.layout().segment_size
+    }
+
+    /// The configured `acquire_timeout`.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
+    /// Units published since the pool was created (by any process).
+    pub fn published(&self) -> u64 {
+        self.region.control().published()
+    }
+
+    /// Units whose segments were returned to the pool (by any process).
+    pub fn reclaimed(&self) -> u64 {
+        self.region.control().reclaimed()
+    }
+
+    /// A monitoring snapshot: counters and segments per phase.
+    pub fn stats(&self) -> Stats {
+        self.region.control().stats()
+    }
+
+    /// Wakes every producer blocked in `begin_unit` and every consumer
+    /// blocked in `recv`; from now on `begin_unit` and `commit_unit` fail
+    /// with [`Error::Shutdown`], and `recv` does once the units already
+    /// published are drained. Sticky; safe to call many times, from any
+    /// process.
+    pub fn shutdown_arena(&self) {
+        self.region.control().shutdown();
+    }
+
+    /// Whether [`shutdown_arena`](Self::shutdown_arena) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.region.control().is_shutdown()
+    }
+
+    /// Starts a new iteration (generation): units published but not yet
+    /// received are dropped, units still being written fail to commit with
+    /// [`Error::Stale`], and units still held from the last iteration keep
+    /// their segments, unharmed, until they drop. Returns how many queued
+    /// units were dropped. Call it from the consumer, between passes.
+    pub fn reset(&self) -> Result<u64> {
+        self.region.control().reset()
+    }
+
+    /// The current generation (how many times [`reset`](Self::reset) ran).
+    pub fn generation(&self) -> u32 {
+        self.region.control().generation()
+    }
+
+    /// Takes back every segment that process `pid` was writing. Call it only
+    /// once `pid` is known to be dead; returns how many segments came back.
+    /// Refuses (returns 0) for this process's own pid, whose writers are
+    /// alive by definition. A process that `fork`s without `exec` must attach
+    /// again in the child: a pool records its creator's or attacher's pid.
+    pub fn recover_writer(&self, pid: u32) -> usize {
+        // This process's writers are alive by definition: freeing their
+        // segments would hand one to a second `UnitWriter` here while the
+        // first still holds `&mut [u8]` over it (unsound from safe code).
+        if pid == self.region.pid() {
+            return 0;
+        }
+        self.region.control().recover(pid)
+    }
+
+    /// Where segment `seg` lives in this process's mapping, and its usable
+    /// length, for bindings that hand out a raw view of a whole segment
+    /// (SPDL's test suite proves zero-copy by writing through one).
+    /// [`Error::OutOfBounds`] for `seg >= count`.
+    ///
+    /// The pointer is valid while this pool (or any writer, reader or unit
+    /// of it) is alive in this process. Reading or writing through it is
+    /// outside the protocol: it races with whoever owns the segment, so the
+    /// caller must know the segment is its own (a test, a debugger).
+    #[doc(hidden)]
+    pub fn segment_raw(&self, seg: usize) -> Result<(std::ptr::NonNull<u8>, usize)> {
+        let count = self.count();
+        if seg >= count {
+            return Err(Error::OutOfBounds {
+                offset: seg,
+                len: 1,
+                available: count,
+            });
+        }
+        let ptr = self.region.segment_ptr(seg);
+        let ptr = std::ptr::NonNull::new(ptr).expect("a mapping is never at address 0");
+        Ok((ptr, self.segment_size()))
+    }
+
+    /// The shm name of a named pool.
+    pub fn name(&self) -> Option<&str> {
+        self.region.name()
+    }
+
+    /// Releases this handle's reference to the mapping. Writers, readers and
+    /// units still alive keep it mapped, so a view never outlives its memory;
+    /// the mapping goes when the last of them drops.
+    pub fn close(self) {}
+
+    /// Removes a named pool's name from the system (processes that have it
+    /// keep it). A no-op for memfd pools, which have no name; idempotent.
+    pub fn unlink(&self) -> Result<()> {
+        match self.region.name() {
+            Some(name) => unlink_name(name),
+            None => Ok(()),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io {
+            op: "I/O",
+            source: e,
+        }
+    }
+}

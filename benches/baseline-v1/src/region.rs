@@ -1,0 +1,323 @@
+//! The shared mapping: where a pool's memory comes from, and the one place
+//! that turns its bytes into the protocol's typed references.
+//!
+//! Two backings:
+//! - **memfd** (default): anonymous, sealed with `F_SEAL_SHRINK | F_SEAL_GROW
+//!   | F_SEAL_SEAL`, so no process can truncate it under a peer's mapping
+//!   (which would turn that peer's next access into SIGBUS). Nothing has a
+//!   name, so nothing is left behind: the memory goes when the last process
+//!   holding the fd or a mapping exits. Children inherit it across `exec`.
+//! - **named** POSIX shm (`/dev/shm/segpool-<pid>-<random>`), created `0600`
+//!   with `O_EXCL`, for unrelated processes. Such an object cannot be sealed:
+//!   a peer that truncates it can crash the others. The creator unlinks it on
+//!   drop (or earlier, with `unlink`).
+//!
+//! The creator faults every page in once (`MADV_POPULATE_WRITE`, falling back
+//! to `MAP_POPULATE`): the first touch of a fresh shared page costs about
+//! 0.6 s per GiB, which would otherwise land on the first pass of data.
+//! Attaching maps with `MAP_POPULATE`, after the header was validated
+//! through a small mapping of the control area alone.
+
+use crate::error::{Error, Result};
+use crate::handle::{Backing, PoolHandle};
+use crate::layout::{Header, Layout, SegmentDesc};
+use crate::protocol::Control;
+use crate::sync::AtomicU64;
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
+use std::time::Duration;
+
+/// A mapped pool, shared by every handle of this process (pool, writers,
+/// readers, units) through an `Arc`; unmapped when the last one drops.
+#[derive(Debug)]
+pub(crate) struct Region {
+    map: MmapRaw,
+    fd: OwnedFd,
+    layout: Layout,
+    name: Option<String>,
+    /// Whether dropping this region unlinks `name` (the creator's region).
+    unlink_on_drop: bool,
+    /// Cached `getpid()`: recorded as the owner of every segment we claim.
+    pid: u32,
+    /// Process-local reference counts: how many `Unit`s of this process
+    /// hold each segment (the last one to drop releases it).
+    holders: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+fn holders(count: usize) -> Box<[std::sync::atomic::AtomicU32]> {
+    (0..count).map(|_| Default::default()).collect()
+}
+
+fn current_pid() -> u32 {
+    rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs()
+}
+
+fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+impl Region {
+    /// Creates, sizes, seals (memfd), maps, prefaults and initializes a pool.
+    pub(crate) fn create(layout: Layout, named: bool) -> Result<Region> {
+        let (fd, name) = if named {
+            let name = fresh_name()?;
+            let fd = rustix::shm::open(
+                name.as_str(),
+                rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
+                Mode::RUSR | Mode::WUSR,
+            )
+            .map_err(|e| Error::io("shm_open (create)", e))?;
+            (fd, Some(name))
+        } else {
+            let fd = rustix::fs::memfd_create(
+                "segpool",
+                MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+            )
+            .map_err(|e| Error::io("memfd_create", e))?;
+            (fd, None)
+        };
+        let built = Region::build(fd, layout, name.clone());
+        if let (Err(_), Some(name)) = (&built, &name) {
+            // A failure must not leave a named object behind.
+            let _ = unlink_name(name);
+        }
+        built
+    }
+
+    fn build(fd: OwnedFd, layout: Layout, name: Option<String>) -> Result<Region> {
+        rustix::fs::ftruncate(&fd, layout.total_len as u64)
+            .map_err(|e| Error::io("ftruncate", e))?;
+        if name.is_none() {
+            rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+                .map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
+        }
+        let map = MmapOptions::new()
+            .len(layout.total_len)
+            .map_raw(&fd)
+            .map_err(|e| Error::io("mmap", e))?;
+        let region = Region {
+            map,
+            fd,
+            layout,
+            name,
+            unlink_on_drop: true,
+            pid: current_pid(),
+            holders: holders(layout.count),
+        };
+        region.prefault();
+        region.control().init();
+        layout.write_ident(&region.header().ident);
+        Ok(region)
+    }
+
+    /// Opens and validates the pool a handle names.
+    pub(crate) fn open(handle: &PoolHandle) -> Result<Region> {
+        let (fd, name) = match handle.backing() {
+            Backing::Fd(n) => {
+                // Re-open through /proc rather than adopting the raw number:
+                // no unsafe ownership claim on an fd we did not open, and a
+                // number that is not open (or not ours) fails cleanly.
+                let path = format!("/proc/self/fd/{n}");
+                let fd =
+                    rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+                        .map_err(|e| Error::io("open inherited pool fd", e))?;
+                let seals = rustix::fs::fcntl_get_seals(&fd).unwrap_or(SealFlags::empty());
+                if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+                    return Err(Error::Incompatible(format!(
+                        "fd {n} is not a sealed segpool memfd (seals {seals:?})"
+                    )));
+                }
+                (fd, None)
+            }
+            Backing::Named(name) => {
+                let fd = rustix::shm::open(name, rustix::shm::OFlags::RDWR, Mode::empty())
+                    .map_err(|e| Error::io("shm_open (attach)", e))?;
+                (fd, Some(name.to_owned()))
+            }
+        };
+        let size = rustix::fs::fstat(&fd)
+            .map_err(|e| Error::io("fstat", e))?
+            .st_size;
+        let size = usize::try_from(size)
+            .map_err(|_| Error::Corrupt(format!("shared object has negative size {size}")))?;
+        let page = page_size();
+        let head_len = core::mem::size_of::<Header>();
+        if size < head_len {
+            return Err(Error::Corrupt(format!(
+                "shared object holds {size} bytes, less than the {head_len}-byte header"
+            )));
+        }
+        let peek = MmapOptions::new()
+            .len(head_len)
+            .map_raw_read_only(&fd)
+            .map_err(|e| Error::io("mmap (header)", e))?;
+        // SAFETY: `peek` maps `head_len` = size_of::<Header>() bytes and is
+        // page-aligned (align 128 suffices); every field is an atomic, valid
+        // for any bit pattern, and we only load from them (the mapping is
+        // read-only); the reference dies with `peek` at the end of this scope.
+        let ident = unsafe { &(*peek.as_ptr().cast::<Header>()).ident };
+        let layout = Layout::validate(ident, size, page)?;
+        drop(peek);
+        let map = MmapOptions::new()
+            .len(layout.total_len)
+            .populate()
+            .map_raw(&fd)
+            .map_err(|e| Error::io("mmap", e))?;
+        if handle.len() != layout.total_len as u64 {
+            return Err(Error::Corrupt(format!(
+                "handle says {} bytes, the pool holds {}",
+                handle.len(),
+                layout.total_len
+            )));
+        }
+        Ok(Region {
+            map,
+            fd,
+            layout,
+            name,
+            unlink_on_drop: false,
+            pid: current_pid(),
+            holders: holders(layout.count),
+        })
+    }
+
+    /// Faults in every page of a fresh mapping, once.
+    fn prefault(&self) {
+        let len = self.layout.total_len;
+        let ptr = self.map.as_mut_ptr();
+        // SAFETY: `ptr..ptr+len` is exactly our mapping; MADV_POPULATE_WRITE
+        // only faults pages in, it does not change their contents.
+        let done =
+            unsafe { rustix::mm::madvise(ptr.cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
+        if done.is_err() {
+            // Kernels before 5.14: write one byte per page. The mapping is
+            // fresh and not yet shared, and the bytes are zero already.
+            let page = page_size();
+            for off in (0..len).step_by(page) {
+                // SAFETY: `off < len`, inside our mapping; nobody else can
+                // see it yet, so a plain volatile write races with nothing.
+                unsafe { ptr.add(off).write_volatile(0) };
+            }
+        }
+    }
+
+    /// The pool's geometry (computed locally, never re-read from the peer).
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least `total_len >= size_of::<Header>()`
+        // bytes, page-aligned, lives as long as `self`; all fields are
+        // atomics (any bit pattern valid; peers' writes are atomic races).
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    /// Atomics of `n` elements of `T` at `offset` into the mapping.
+    ///
+    /// # Safety
+    /// `offset + n * size_of::<T>() <= total_len`, `offset` aligned for `T`,
+    /// and `T` valid for every bit pattern and accessed only atomically.
+    unsafe fn slice_at<T>(&self, offset: usize, n: usize) -> &[T] {
+        debug_assert!(offset + n * core::mem::size_of::<T>() <= self.layout.total_len);
+        // SAFETY: the caller's contract; the mapping lives as long as `self`.
+        unsafe { core::slice::from_raw_parts(self.map.as_ptr().add(offset).cast::<T>(), n) }
+    }
+
+    /// The protocol over this mapping.
+    #[inline]
+    pub(crate) fn control(&self) -> Control<'_> {
+        let l = &self.layout;
+        // SAFETY: `Layout::new` (run locally for our own geometry, or to
+        // validate a peer's) places the bitmap, descriptors and ring inside
+        // `total_len`, 128-byte aligned, without overlap; the mapping has
+        // exactly `total_len` bytes; AtomicU64 and SegmentDesc (atomics only)
+        // are valid for every bit pattern.
+        let (bitmap, descs, ring) = unsafe {
+            (
+                self.slice_at::<AtomicU64>(l.bitmap_offset, l.bitmap_words()),
+                self.slice_at::<SegmentDesc>(l.descs_offset, l.count),
+                self.slice_at::<AtomicU64>(l.ring_offset, l.ring_capacity),
+            )
+        };
+        Control::new(self.header(), bitmap, descs, ring, l)
+    }
+
+    /// Start of segment `seg` (< count): `segment_size` writable bytes.
+    #[inline]
+    pub(crate) fn segment_ptr(&self, seg: usize) -> *mut u8 {
+        assert!(
+            seg < self.layout.count,
+            "segment index checked by the protocol"
+        );
+        // SAFETY: seg < count, so the offset is inside the mapping.
+        unsafe { self.map.as_mut_ptr().add(self.layout.segment_offset(seg)) }
+    }
+
+    /// The process-local count of units holding `seg` (< count).
+    #[inline]
+    pub(crate) fn holders(&self, seg: usize) -> &std::sync::atomic::AtomicU32 {
+        &self.holders[seg]
+    }
+
+    /// This process's pid, cached.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The memfd or shm object.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The shm name, for named pools.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// A handle that names this region.
+    pub(crate) fn handle(&self, acquire_timeout: Duration) -> PoolHandle {
+        use rustix::fd::AsRawFd;
+        let backing = match &self.name {
+            Some(n) => Backing::Named(n.clone()),
+            None => Backing::Fd(self.fd.as_raw_fd()),
+        };
+        PoolHandle::new(backing, self.layout.total_len as u64, acquire_timeout)
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            if let Some(name) = &self.name {
+                // ENOENT: already unlinked by `unlink`; nothing else to do.
+                let _ = rustix::shm::unlink(name.as_str());
+            }
+        }
+    }
+}
+
+/// `/segpool-<pid>-<16 random hex digits>`: unpredictable, so another user
+/// cannot pre-create it (and O_EXCL refuses if anyone did).
+fn fresh_name() -> Result<String> {
+    let mut buf = [0u8; 8];
+    rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Error::io("getrandom", e))?;
+    Ok(format!(
+        "/segpool-{}-{:016x}",
+        rustix::process::getpid().as_raw_nonzero(),
+        u64::from_le_bytes(buf)
+    ))
+}
+
+/// Removes a named shm object.
+pub(crate) fn unlink_name(name: &str) -> Result<()> {
+    match rustix::shm::unlink(name) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io("shm_unlink", e)),
+    }
+}

@@ -1,0 +1,256 @@
+//! The producer side: [`Writer`] and the unit it is writing, [`UnitWriter`].
+
+use crate::error::{Error, Result};
+use crate::layout::UNIT_ALIGN;
+use crate::policy::{Probe, WaitPolicy};
+use crate::protocol::Lease;
+use crate::region::Region;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A producer endpoint. Clone it freely; every clone may have units in flight.
+#[derive(Clone)]
+pub struct Writer {
+    region: Arc<Region>,
+    acquire_timeout: Duration,
+    policy: WaitPolicy,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(region: Arc<Region>, acquire_timeout: Duration) -> Self {
+        Writer {
+            region,
+            acquire_timeout,
+            policy: WaitPolicy::default(),
+        }
+    }
+
+    /// Whether `begin_unit` spins briefly before sleeping on the futex
+    /// (default `true`). `false` sleeps at once: no CPU burnt while the pool
+    /// is full, at the cost of a wake-up's latency on every wait.
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.policy.set_spin(spin);
+        self
+    }
+
+    /// Runs `probe` every `every` while `begin_unit` is blocked; its error
+    /// ends the wait and is returned. Use it to notice a dead consumer
+    /// (the `subprocess` module installs one).
+    pub fn with_probe(mut self, every: Duration, probe: Probe) -> Self {
+        self.policy.set_probe(every, probe);
+        self
+    }
+
+    /// The timeout `begin_unit` uses.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
+    /// Claims a free segment, waiting up to `acquire_timeout` for one.
+    ///
+    /// [`Error::Exhausted`] at once if none is free and the timeout is zero,
+    /// [`Error::Timeout`] after it, [`Error::Shutdown`] after
+    /// `shutdown_arena`.
+    pub fn begin_unit(&self) -> Result<UnitWriter> {
+        self.begin_unit_timeout(self.acquire_timeout)
+    }
+
+    /// [`begin_unit`](Self::begin_unit) with its own timeout.
+    pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
+        let ctl = self.region.control();
+        let pid = self.region.pid();
+        let lease = if timeout.is_zero() {
+            ctl.try_begin(pid)?
+                .ok_or(Error::Exhausted { count: ctl.count() })?
+        } else if let Some(lease) = ctl.try_begin(pid)? {
+            // Fast path: a free segment, so no deadline to compute (no clock read).
+            lease
+        } else {
+            ctl.begin(pid, &self.policy.wait(Some(timeout)))?
+        };
+        Ok(UnitWriter {
+            region: self.region.clone(),
+            lease: Some(lease),
+            cursor: 0,
+        })
+    }
+
+    /// Claims a free segment if one is free now: `Ok(None)` if not.
+    pub fn try_begin_unit(&self) -> Result<Option<UnitWriter>> {
+        let lease = self.region.control().try_begin(self.region.pid())?;
+        Ok(lease.map(|lease| UnitWriter {
+            region: self.region.clone(),
+            lease: Some(lease),
+            cursor: 0,
+        }))
+    }
+}
+
+/// A unit being written into one segment: the segment is this value's alone
+/// until [`commit_unit`](Self::commit_unit) publishes it. Dropping it without
+/// committing aborts it and frees the segment.
+pub struct UnitWriter {
+    /// Keeps the mapping alive while the unit is open.
+    region: Arc<Region>,
+    /// `None` once committed or aborted.
+    lease: Option<Lease>,
+    /// Bytes used so far (the span `commit_unit` publishes).
+    cursor: usize,
+}
+
+impl fmt::Debug for UnitWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnitWriter")
+            .field("segment", &self.segment())
+            .field("len", &self.cursor)
+            .finish()
+    }
+}
+
+impl UnitWriter {
+    fn lease(&self) -> &Lease {
+        self.lease
+            .as_ref()
+            .expect("a UnitWriter holds its lease until consumed")
+    }
+
+    /// Index of the segment being written.
+    pub fn segment(&self) -> usize {
+        self.lease().seg
+    }
+
+    /// Bytes this unit spans so far.
+    pub fn len(&self) -> usize {
+        self.cursor
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.cursor == 0
+    }
+
+    /// Capacity of the segment.
+    pub fn capacity(&self) -> usize {
+        self.region.layout().segment_size
+    }
+
+    /// The whole segment, writable. Only this unit can see it until commit.
+    fn segment_mut(&mut self) -> &mut [u8] {
+        let seg = self.lease().seg;
+        let len = self.capacity();
+        let ptr = self.region.segment_ptr(seg);
+        // SAFETY: `ptr..ptr+segment_size` is segment `seg` inside the mapping,
+        // which `self.region` keeps alive. Our lease owns the
+        // segment exclusively (bitmap bit set by our CAS, phase WRITING at our
+        // epoch): no other writer is handed it and no reader can take it
+        // before commit. `&mut self` keeps this the only borrow in-process.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+
+    /// Reserves `nbytes` at the next 64-byte-aligned offset; returns that
+    /// offset. [`Error::TooLarge`] if they do not fit (nothing changes).
+    fn claim_range(&mut self, nbytes: usize) -> Result<usize> {
+        let cap = self.capacity();
+        let offset = self.cursor.next_multiple_of(UNIT_ALIGN);
+        match offset.checked_add(nbytes) {
+            Some(end) if offset <= cap && end <= cap => {
+                self.cursor = end;
+                Ok(offset)
+            }
+            _ => Err(Error::TooLarge {
+                requested: nbytes,
+                offset,
+                needed: offset.saturating_add(nbytes),
+                segment_size: cap,
+            }),
+        }
+    }
+
+    /// Copies `data` into the segment at the next 64-byte-aligned offset and
+    /// returns `(offset, nbytes)`, the coordinates the reader passes to
+    /// [`Unit::read_binary`](crate::Unit::read_binary).
+    /// [`Error::TooLarge`] if it does not fit: nothing is written and the
+    /// unit stays open.
+    pub fn write_binary(&mut self, data: &[u8]) -> Result<(usize, usize)> {
+        let offset = self.claim_range(data.len())?;
+        self.segment_mut()[offset..offset + data.len()].copy_from_slice(data);
+        Ok((offset, data.len()))
+    }
+
+    /// The loan API: reserves `nbytes` at the next 64-byte-aligned offset and
+    /// lends them to you to fill in place (no copy). Returns the offset and
+    /// the bytes, which hold whatever an earlier unit left there.
+    ///
+    /// ```
+    /// # let pool = segpool::SegmentPool::new(4096, 1)?;
+    /// # let writer = pool.open_writer();
+    /// let mut unit = writer.begin_unit()?;
+    /// let (offset, buf) = unit.reserve(4)?;
+    /// buf.copy_from_slice(&7u32.to_le_bytes()); // or decode straight into it
+    /// unit.commit_unit()?;
+    /// # let u = pool.open_reader().recv()?;
+    /// # assert_eq!(u.read_binary(offset, 4)?, &7u32.to_le_bytes());
+    /// # Ok::<(), segpool::Error>(())
+    /// ```
+    pub fn reserve(&mut self, nbytes: usize) -> Result<(usize, &mut [u8])> {
+        let offset = self.claim_range(nbytes)?;
+        Ok((offset, &mut self.segment_mut()[offset..offset + nbytes]))
+    }
+
+    /// Everything after the next aligned offset, to fill in place when the
+    /// size is only known afterwards; then [`advance`](Self::advance) by the
+    /// bytes used. Returns the offset and the bytes.
+    pub fn spare_mut(&mut self) -> (usize, &mut [u8]) {
+        let offset = self
+            .cursor
+            .next_multiple_of(UNIT_ALIGN)
+            .min(self.capacity());
+        (offset, &mut self.segment_mut()[offset..])
+    }
+
+    /// Marks `nbytes` of [`spare_mut`](Self::spare_mut) as written; returns
+    /// their offset. [`Error::TooLarge`] if they exceed the spare bytes.
+    pub fn advance(&mut self, nbytes: usize) -> Result<usize> {
+        self.claim_range(nbytes)
+    }
+
+    /// Publishes the unit and returns its span (bytes it covers, padding
+    /// included). After [`Error::Shutdown`] or [`Error::Stale`] the segment
+    /// is back in the pool and nothing was published.
+    ///
+    /// A commit that races `shutdown_arena` may still succeed after the
+    /// consumer stopped receiving: `Ok` means "published", not "will be
+    /// received". The unit's segment comes back when the pool is dropped.
+    pub fn commit_unit(mut self) -> Result<usize> {
+        let lease = self.lease.take().expect("lease present until consumed");
+        self.region.control().commit(lease, self.cursor)?;
+        Ok(self.cursor)
+    }
+
+    /// Drops the unit and frees its segment (what dropping does, said aloud).
+    pub fn abort_unit(mut self) {
+        self.abort_now();
+    }
+
+    fn abort_now(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.region.control().abort(lease);
+        }
+    }
+}
+
+impl Drop for UnitWriter {
+    fn drop(&mut self) {
+        self.abort_now();
+    }
+}

@@ -25,7 +25,7 @@
 //!   the body in chunks with random pauses, and reports `K9 C seq` on its
 //!   stdout once `commit_unit` returned `Ok`.
 //! - The consumer verifies every unit (header checksum, length, every body
-//!   byte), reports `K9 D ticket incarnation seq` (or `K9 X ticket why` for a
+//!   byte), reports `K9 D ticket slot incarnation seq` (or `K9 X ticket why` for a
 //!   corrupt one) before anything else, then holds a random number of views
 //!   (up to `--held`) for a random while, so it often dies holding views.
 //! - Each child writes its current phase to a shared *phase board* (a memfd
@@ -487,8 +487,8 @@ fn producer(slot: usize, inc: u32, mut rng: Rng, every: u64) -> Result<(), Strin
         board.set(slot, inc, Phase::Idle);
         pause(&mut rng);
         // Where this unit's self-kill is armed, if it has one: before
-        // `begin_unit`, mid-write, or (half of them) right before the commit
-        // with a delay about as long as the commit itself.
+        // `begin_unit`, mid-write, or (half of them) timed to land in the
+        // commit.
         let spot = (every > 0 && rng.below(every) == 0).then(|| rng.below(4).min(2));
         if spot == Some(0) {
             trip.arm(rng.micros(30));

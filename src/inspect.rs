@@ -441,6 +441,41 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeper_is_counted_on_its_participant() {
+        let pool = SegmentPool::builder(4096, 1)
+            .acquire_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let insp = Inspector::open_path(&fd_path(&pool)).unwrap();
+        let mut u = pool.open_writer().begin_unit().unwrap();
+        u.write_binary(b"x").unwrap();
+        u.commit_unit().unwrap();
+        let held = pool.open_reader().recv().unwrap();
+        let w = pool.open_writer();
+        let sleeper = std::thread::spawn(move || w.begin_unit().map(drop));
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while pool.stats().waiting_producers == 0 {
+            assert!(std::time::Instant::now() < until, "never fell asleep");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let snap = insp.snapshot().unwrap();
+        assert_eq!(snap.participants.len(), 1);
+        let me = &snap.participants[0];
+        assert_eq!((me.alive, me.segments, me.waiting), (Some(true), 1, (1, 0)));
+        assert_eq!(snap.stats.participants, 1);
+        assert_eq!(
+            (
+                snap.stats.recovered_participants,
+                snap.stats.recovered_segments
+            ),
+            (0, 0)
+        );
+        pool.shutdown_arena();
+        assert!(sleeper.join().unwrap().is_err(), "woken by shutdown");
+        drop(held);
+    }
+
+    #[test]
     fn inspecting_writes_nothing() {
         let pool = SegmentPool::new(4096, 4).unwrap();
         let path = fd_path(&pool);

@@ -410,8 +410,8 @@ pub fn diagnose_with(
 /// on its own (it starts with the state in words).
 ///
 /// States, first match wins: `shutdown`, `producers_waiting` (a producer
-/// sleeps for a free segment), `consumers_waiting` (a consumer sleeps for a
-/// unit), `full` (no free segment, nobody asleep yet), `idle` (every segment
+/// sleeps for a free segment, and none is free), `consumers_waiting` (a
+/// consumer sleeps for a unit), `full` (no free segment, nobody asleep yet), `idle` (every segment
 /// free), `busy` (anything else).
 pub fn diagnose(s: &Stats, count: usize, writing: &[(u32, usize)]) -> (&'static str, String) {
     let by = if writing.is_empty() {
@@ -433,7 +433,10 @@ pub fn diagnose(s: &Stats, count: usize, writing: &[(u32, usize)]) -> (&'static 
         }
         return ("shutdown", d);
     }
-    if s.waiting_producers > 0 {
+    // A producer counted asleep while segments are free was woken and has
+    // not run yet (or is stopped, e.g. by SIGSTOP): space is not what
+    // holds the pipeline up, so the later rules say what does.
+    if s.waiting_producers > 0 && s.free == 0 {
         let who = plural(s.waiting_producers, "producer", "producers");
         let cause = if s.held >= s.queued && s.held >= s.writing {
             let mut c = format!("consumer holds {}/{count}", s.held);
@@ -613,6 +616,20 @@ mod tests {
             d.contains("2 units being written by pid 41 (1), pid 42 (1), none queued"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn a_producer_counted_asleep_beside_free_segments_is_not_the_bottleneck() {
+        // Both workers stopped: one while asleep for space (still counted),
+        // one mid-unit; the consumer sleeps for data.
+        let s = Stats {
+            waiting_producers: 1,
+            waiting_consumers: 1,
+            ..stats(15, 1, 0, 0)
+        };
+        let (state, d) = diagnose(&s, 16, &[(7, 1)]);
+        assert_eq!(state, "consumers_waiting");
+        assert!(d.contains("1 unit being written by pid 7 (1)"), "{d}");
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! for a named pool, `/proc/PID/fd/N` for a memfd another process holds),
 //! validates its header exactly as [`SegmentPool::attach`] does, and maps
 //! the control area alone, `PROT_READ`. [`Inspector::snapshot`] then reads
-//! the counters, the segments' phases and the waiter counts with plain
-//! `Relaxed` loads. Nothing is ever written: no participant entry, no waiter
-//! count, no helping a cursor along, so watching a pool cannot change it.
+//! the counters, the segments' phases and owners, and the participant table
+//! with plain `Relaxed` loads, and asks the kernel whether each participant
+//! is alive (`F_OFD_GETLK` on its liveness lock, which only queries). Nothing
+//! is ever written: no participant entry, no waiter count, no lock, no
+//! recovery, no helping a cursor along, so watching a pool cannot change it.
 //!
 //! This module is the only place outside the protocol that knows the
 //! control area's layout; everything else (the command-line tool included)
@@ -72,15 +74,19 @@ pub struct Snapshot {
     /// one; `None` before any did. The pool counts units, not bytes: this
     /// turns units/s into an estimate of bytes/s.
     pub mean_unit_len: Option<u64>,
-    /// Who is writing: `(pid, segments)` for each process that has segments
-    /// in the writing phase, by pid, as the descriptors record the claimer.
-    /// (Held segments are the consumer's; the layout does not say which
-    /// process's.)
+    /// Who is writing: `(pid, segments)` for each process that has units
+    /// being written (claimed and not yet committed: committed units are
+    /// queued, not written), by pid, as the descriptors record the claimer.
+    /// Segments of every phase are attributed to their owner in
+    /// [`participants`](Self::participants).
     pub writers: Vec<(u32, usize)>,
-    /// The processes that created or attached the pool, with whether the
-    /// kernel still sees each alive (its liveness lock held). `None` only
-    /// for layouts that do not record them (none this build can open).
-    pub participants: Option<Vec<Participant>>,
+    /// The participant entries in use: every process that created or
+    /// attached the pool and has not closed it, by entry index, with whether
+    /// the kernel still sees it alive (its liveness lock held). A dead one
+    /// stays listed, with the segments it owned, until some process recovers
+    /// it ([`SegmentPool::recover_dead`](crate::SegmentPool::recover_dead),
+    /// or a blocked call's sweep).
+    pub participants: Vec<Participant>,
 }
 
 /// One process that created or attached a pool, as the pool records it.
@@ -89,13 +95,23 @@ pub struct Snapshot {
 pub struct Participant {
     /// Its slot in the pool's participant table.
     pub index: usize,
-    /// Its process id.
+    /// How many times the slot was taken before (with `index`, names this
+    /// process's tenure of the slot; descriptors name their owner by both).
+    pub incarnation: u64,
+    /// Its process id, as it recorded it.
     pub pid: u32,
-    /// Whether it is still alive, as far as the pool can witness it (`None`:
-    /// cannot tell).
+    /// Whether it is still alive: `Some(false)` once nobody holds its
+    /// liveness lock (the kernel dropped it at the process's exit, whatever
+    /// killed it), `None` if the lock cannot be queried.
     pub alive: Option<bool>,
-    /// Segments it is responsible for now (writing, or holding as a reader).
+    /// Segments whose descriptors name it as owner now: units it is
+    /// writing, units it committed that no consumer took yet, and units it
+    /// holds as a reader.
     pub segments: usize,
+    /// Its threads asleep waiting for space (producers) and for data
+    /// (consumers). A dead participant's counts stay until it is recovered;
+    /// [`Stats`]' waiter counts include them.
+    pub waiting: (u32, u32),
 }
 
 /// `path: errno`, keeping the errno's kind (so `PermissionDenied` and
@@ -260,9 +276,11 @@ impl Inspector {
             .iter()
             .map(|v| Participant {
                 index: v.index,
+                incarnation: v.incarnation,
                 pid: v.pid,
                 alive: crate::liveness::is_held(self.fd.as_fd(), v.index).ok(),
                 segments: v.segments,
+                waiting: v.waiting,
             })
             .collect();
         let (mut len_sum, mut len_n) = (0u64, 0u64);
@@ -295,7 +313,7 @@ impl Inspector {
             stats,
             mean_unit_len: (len_n > 0).then(|| len_sum / len_n),
             writers,
-            participants: Some(participants),
+            participants,
         })
     }
 }
@@ -400,12 +418,14 @@ mod tests {
         let me = std::process::id();
         assert_eq!(
             snap.participants,
-            Some(vec![Participant {
+            [Participant {
                 index: 0,
+                incarnation: snap.participants[0].incarnation,
                 pid: me,
                 alive: Some(true),
                 segments: 4, // writing one, holding one, two committed in the ring
-            }])
+                waiting: (0, 0),
+            }]
         );
         assert_eq!(
             snap.writers,
@@ -418,6 +438,41 @@ mod tests {
         let snap = insp.snapshot().unwrap();
         assert_eq!(snap.stats.reclaimed, 1);
         assert!(snap.stats.shutdown);
+    }
+
+    #[test]
+    fn a_sleeper_is_counted_on_its_participant() {
+        let pool = SegmentPool::builder(4096, 1)
+            .acquire_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let insp = Inspector::open_path(&fd_path(&pool)).unwrap();
+        let mut u = pool.open_writer().begin_unit().unwrap();
+        u.write_binary(b"x").unwrap();
+        u.commit_unit().unwrap();
+        let held = pool.open_reader().recv().unwrap();
+        let w = pool.open_writer();
+        let sleeper = std::thread::spawn(move || w.begin_unit().map(drop));
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while pool.stats().waiting_producers == 0 {
+            assert!(std::time::Instant::now() < until, "never fell asleep");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let snap = insp.snapshot().unwrap();
+        assert_eq!(snap.participants.len(), 1);
+        let me = &snap.participants[0];
+        assert_eq!((me.alive, me.segments, me.waiting), (Some(true), 1, (1, 0)));
+        assert_eq!(snap.stats.participants, 1);
+        assert_eq!(
+            (
+                snap.stats.recovered_participants,
+                snap.stats.recovered_segments
+            ),
+            (0, 0)
+        );
+        pool.shutdown_arena();
+        assert!(sleeper.join().unwrap().is_err(), "woken by shutdown");
+        drop(held);
     }
 
     #[test]

@@ -43,7 +43,8 @@ enum Command {
         json: bool,
     },
     /// Show one snapshot of a pool: geometry, counters, segments per phase,
-    /// waiters, generation, shutdown, participants, and a diagnosis.
+    /// waiters, generation, shutdown, the participants (alive or dead, with
+    /// the segments each owns), what recovery took back, and a diagnosis.
     Stat {
         /// PID, PID:FD or shm name.
         target: String,
@@ -51,8 +52,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Watch a pool live: rates, one bar per phase, waiters and the
-    /// bottleneck. `q` quits. On a non-terminal stdout it prints one line
+    /// Watch a pool live: rates, one bar per phase, waiters, the
+    /// bottleneck and the participants. `q` quits. On a non-terminal stdout it prints one line
     /// per refresh.
     Top {
         /// PID, PID:FD or shm name.

@@ -4,7 +4,7 @@
 
 use crate::discover::{Holder, Kind};
 use segpool::Stats;
-use segpool::inspect::Snapshot;
+use segpool::inspect::{Participant, Snapshot};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -52,13 +52,113 @@ pub struct WriterReport {
     pub segments: usize,
 }
 
-/// A participant, as the pool records it (layout version 2 and later).
-#[derive(Serialize, Clone, Debug)]
+/// A participant, as the pool records it: a process that created or
+/// attached the pool, alive or dead (a dead one stays listed, with what it
+/// owned, until some process recovers it).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct ParticipantReport {
     pub index: usize,
     pub pid: u32,
+    /// `false`: its liveness lock is gone, so the process is; `None`: the
+    /// lock could not be queried.
     pub alive: Option<bool>,
+    /// Segments its descriptors name it owner of: writing, committed and
+    /// not taken yet, or held as a reader.
     pub segments: usize,
+    pub incarnation: u64,
+    /// Its threads asleep for space / for data.
+    pub waiting: Waiting,
+}
+
+impl ParticipantReport {
+    pub fn is_dead(&self) -> bool {
+        self.alive == Some(false)
+    }
+}
+
+impl From<&Participant> for ParticipantReport {
+    fn from(p: &Participant) -> Self {
+        ParticipantReport {
+            index: p.index,
+            pid: p.pid,
+            alive: p.alive,
+            segments: p.segments,
+            incarnation: p.incarnation,
+            waiting: Waiting {
+                producers: p.waiting.0,
+                consumers: p.waiting.1,
+            },
+        }
+    }
+}
+
+/// Every participant of a snapshot.
+pub fn participants(snap: &Snapshot) -> Vec<ParticipantReport> {
+    snap.participants.iter().map(Into::into).collect()
+}
+
+/// What `recover_dead` would do now, in words, for the dead participants
+/// that still own segments: `pid 123 dead, holds 2: run recovery, or any
+/// blocked call will within 100 ms`. `None` when no dead process owns any.
+pub fn dead_holders(ps: &[ParticipantReport]) -> Option<String> {
+    let dead: Vec<String> = ps
+        .iter()
+        .filter(|p| p.is_dead() && p.segments > 0)
+        .map(|p| format!("pid {} dead, holds {}", p.pid, p.segments))
+        .collect();
+    (!dead.is_empty()).then(|| {
+        format!(
+            "{}: run recovery, or any blocked call will within 100 ms",
+            dead.join("; ")
+        )
+    })
+}
+
+/// The waiters that are alive: the pool's counts (which include a dead
+/// participant's sleepers until it is recovered) less the dead's.
+pub fn live_waiting(s: &Stats, ps: &[ParticipantReport]) -> Waiting {
+    let (mut producers, mut consumers) = (s.waiting_producers, s.waiting_consumers);
+    for p in ps.iter().filter(|p| p.is_dead()) {
+        producers = producers.saturating_sub(p.waiting.producers);
+        consumers = consumers.saturating_sub(p.waiting.consumers);
+    }
+    Waiting {
+        producers,
+        consumers,
+    }
+}
+
+/// `2` or `2 (1 dead)`.
+pub fn participant_count(ps: &[ParticipantReport]) -> String {
+    match ps.iter().filter(|p| p.is_dead()).count() {
+        0 => ps.len().to_string(),
+        dead => format!("{} ({dead} dead)", ps.len()),
+    }
+}
+
+/// One participant as a line of `stat` and `top`.
+pub fn participant_line(p: &ParticipantReport) -> String {
+    let alive = match p.alive {
+        Some(true) => "alive",
+        Some(false) => "DEAD",
+        None => "unknown",
+    };
+    let mut line = format!(
+        "  #{:<3} pid {:<8} {:<7} {} segment(s)",
+        p.index, p.pid, alive, p.segments
+    );
+    let w = p.waiting;
+    if w.producers + w.consumers > 0 {
+        let _ = write!(
+            line,
+            ", asleep: {} for space, {} for data",
+            w.producers, w.consumers
+        );
+    }
+    if p.is_dead() && p.segments > 0 {
+        line.push_str(" <- run recovery, or any blocked call will within 100 ms");
+    }
+    line
 }
 
 /// One pool, as `stat` reports it and as each entry of `ls --json`.
@@ -79,7 +179,9 @@ pub struct PoolReport {
     pub writers: Vec<WriterReport>,
     pub generation: u32,
     pub shutdown: bool,
-    pub participants: Option<Vec<ParticipantReport>>,
+    pub participants: Vec<ParticipantReport>,
+    pub recovered_participants: u64,
+    pub recovered_segments: u64,
     pub state: &'static str,
     pub diagnosis: String,
 }
@@ -117,7 +219,8 @@ impl PoolReport {
         snap: &Snapshot,
     ) -> PoolReport {
         let s = &snap.stats;
-        let (state, diagnosis) = diagnose(s, snap.count, &snap.writers);
+        let ps = participants(snap);
+        let (state, diagnosis) = diagnose_with(s, snap.count, &snap.writers, &ps);
         PoolReport {
             target,
             path,
@@ -130,10 +233,7 @@ impl PoolReport {
             published: s.published,
             reclaimed: s.reclaimed,
             segments: phases(s),
-            waiting: Waiting {
-                producers: s.waiting_producers,
-                consumers: s.waiting_consumers,
-            },
+            waiting: live_waiting(s, &ps),
             writers: snap
                 .writers
                 .iter()
@@ -141,16 +241,9 @@ impl PoolReport {
                 .collect(),
             generation: s.generation,
             shutdown: s.shutdown,
-            participants: snap.participants.as_ref().map(|ps| {
-                ps.iter()
-                    .map(|p| ParticipantReport {
-                        index: p.index,
-                        pid: p.pid,
-                        alive: p.alive,
-                        segments: p.segments,
-                    })
-                    .collect()
-            }),
+            participants: ps,
+            recovered_participants: s.recovered_participants,
+            recovered_segments: s.recovered_segments,
             state,
             diagnosis,
         }
@@ -189,8 +282,10 @@ impl PoolReport {
         );
         let _ = writeln!(
             o,
-            "waiting      producers {}  consumers {}",
-            self.waiting.producers, self.waiting.consumers
+            "waiting      producers {}  consumers {}{}",
+            self.waiting.producers,
+            self.waiting.consumers,
+            dead_sleepers(&self.participants)
         );
         if !self.writers.is_empty() {
             let _ = writeln!(o, "writing by   {}", writers(&self.writers));
@@ -201,32 +296,34 @@ impl PoolReport {
             "shutdown     {}",
             if self.shutdown { "yes" } else { "no" }
         );
-        match &self.participants {
-            None => {
-                let _ = writeln!(
-                    o,
-                    "participants not recorded by layout version {}",
-                    self.layout_version
-                );
-            }
-            Some(ps) => {
-                let _ = writeln!(o, "participants {}", ps.len());
-                for p in ps {
-                    let alive = match p.alive {
-                        Some(true) => "alive",
-                        Some(false) => "DEAD",
-                        None => "unknown",
-                    };
-                    let _ = writeln!(
-                        o,
-                        "  #{:<3} pid {:<8} {:<7} {} segment(s)",
-                        p.index, p.pid, alive, p.segments
-                    );
-                }
-            }
+        let _ = writeln!(o, "participants {}", participant_count(&self.participants));
+        for p in &self.participants {
+            let _ = writeln!(o, "{}", participant_line(p));
         }
+        let _ = writeln!(
+            o,
+            "recovered    {} dead participant(s), {} segment(s) since creation",
+            self.recovered_participants, self.recovered_segments
+        );
         let _ = writeln!(o, "state        {}", self.diagnosis);
         o
+    }
+}
+
+/// `   (+1 dead sleeper, not counted)`, or nothing.
+pub fn dead_sleepers(ps: &[ParticipantReport]) -> String {
+    let n: u32 = ps
+        .iter()
+        .filter(|p| p.is_dead())
+        .map(|p| p.waiting.producers.saturating_add(p.waiting.consumers))
+        .fold(0, u32::saturating_add);
+    if n == 0 {
+        String::new()
+    } else {
+        format!(
+            "   (+{}, not counted)",
+            plural(n, "dead sleeper", "dead sleepers")
+        )
     }
 }
 
@@ -286,12 +383,35 @@ fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// [`diagnose`] for a pool with participants: only live sleepers count as
+/// waiting, and a dead participant that still owns segments is named at the
+/// end (`...; pid 123 dead, holds 2: run recovery, or any blocked call will
+/// within 100 ms`). The state word is [`diagnose`]'s.
+pub fn diagnose_with(
+    s: &Stats,
+    count: usize,
+    writing: &[(u32, usize)],
+    ps: &[ParticipantReport],
+) -> (&'static str, String) {
+    let live = live_waiting(s, ps);
+    let s = Stats {
+        waiting_producers: live.producers,
+        waiting_consumers: live.consumers,
+        ..*s
+    };
+    let (state, mut d) = diagnose(&s, count, writing);
+    if let Some(dead) = dead_holders(ps) {
+        let _ = write!(d, "; {dead}");
+    }
+    (state, d)
+}
+
 /// A short state word, and a sentence that names the bottleneck and reads
 /// on its own (it starts with the state in words).
 ///
 /// States, first match wins: `shutdown`, `producers_waiting` (a producer
-/// sleeps for a free segment), `consumers_waiting` (a consumer sleeps for a
-/// unit), `full` (no free segment, nobody asleep yet), `idle` (every segment
+/// sleeps for a free segment, and none is free), `consumers_waiting` (a
+/// consumer sleeps for a unit), `full` (no free segment, nobody asleep yet), `idle` (every segment
 /// free), `busy` (anything else).
 pub fn diagnose(s: &Stats, count: usize, writing: &[(u32, usize)]) -> (&'static str, String) {
     let by = if writing.is_empty() {
@@ -313,7 +433,10 @@ pub fn diagnose(s: &Stats, count: usize, writing: &[(u32, usize)]) -> (&'static 
         }
         return ("shutdown", d);
     }
-    if s.waiting_producers > 0 {
+    // A producer counted asleep while segments are free was woken and has
+    // not run yet (or is stopped, e.g. by SIGSTOP): space is not what
+    // holds the pipeline up, so the later rules say what does.
+    if s.waiting_producers > 0 && s.free == 0 {
         let who = plural(s.waiting_producers, "producer", "producers");
         let cause = if s.held >= s.queued && s.held >= s.writing {
             let mut c = format!("consumer holds {}/{count}", s.held);
@@ -380,14 +503,29 @@ pub fn diagnose(s: &Stats, count: usize, writing: &[(u32, usize)]) -> (&'static 
     )
 }
 
+/// The state word, and the dead participants that still own segments:
+/// `full, pid 123 dead holds 2`.
+pub fn ls_state(p: &PoolReport) -> String {
+    let mut st = p.state.to_owned();
+    for d in p
+        .participants
+        .iter()
+        .filter(|d| d.is_dead() && d.segments > 0)
+    {
+        let _ = write!(st, ", pid {} dead holds {}", d.pid, d.segments);
+    }
+    st
+}
+
 /// The `ls` table.
 pub fn ls_table(pools: &[PoolReport]) -> String {
-    let mut rows: Vec<[String; 7]> = vec![[
+    let mut rows: Vec<[String; 8]> = vec![[
         "TARGET".into(),
         "KIND".into(),
         "SEGMENTS".into(),
         "FREE/WRITE/QUEUE/HELD".into(),
         "WAIT P/C".into(),
+        "PARTICIPANTS".into(),
         "STATE".into(),
         "PROCESSES".into(),
     ]];
@@ -401,11 +539,12 @@ pub fn ls_table(pools: &[PoolReport]) -> String {
                 p.segments.free, p.segments.writing, p.segments.queued, p.segments.held
             ),
             format!("{}/{}", p.waiting.producers, p.waiting.consumers),
-            p.state.into(),
+            participant_count(&p.participants),
+            ls_state(p),
             processes(&p.processes, false),
         ]);
     }
-    let mut widths = [0; 7];
+    let mut widths = [0; 8];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -480,6 +619,20 @@ mod tests {
     }
 
     #[test]
+    fn a_producer_counted_asleep_beside_free_segments_is_not_the_bottleneck() {
+        // Both workers stopped: one while asleep for space (still counted),
+        // one mid-unit; the consumer sleeps for data.
+        let s = Stats {
+            waiting_producers: 1,
+            waiting_consumers: 1,
+            ..stats(15, 1, 0, 0)
+        };
+        let (state, d) = diagnose(&s, 16, &[(7, 1)]);
+        assert_eq!(state, "consumers_waiting");
+        assert!(d.contains("1 unit being written by pid 7 (1)"), "{d}");
+    }
+
+    #[test]
     fn shutdown_wins_and_quiet_pools_are_idle_or_busy() {
         let s = Stats {
             shutdown: true,
@@ -490,6 +643,55 @@ mod tests {
         assert_eq!(diagnose(&stats(4, 0, 0, 0), 4, &[]).0, "idle");
         assert_eq!(diagnose(&stats(2, 0, 1, 1), 4, &[]).0, "busy");
         assert_eq!(diagnose(&stats(0, 1, 1, 2), 4, &[]).0, "full");
+    }
+
+    fn part(
+        index: usize,
+        pid: u32,
+        alive: bool,
+        segments: usize,
+        w: (u32, u32),
+    ) -> ParticipantReport {
+        ParticipantReport {
+            index,
+            pid,
+            alive: Some(alive),
+            segments,
+            incarnation: 1,
+            waiting: Waiting {
+                producers: w.0,
+                consumers: w.1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_dead_holder_is_named_and_its_sleepers_do_not_count() {
+        // The dead process held 2 and had a producer asleep; the live one
+        // holds 2 and nobody live sleeps.
+        let s = Stats {
+            waiting_producers: 1,
+            participants: 2,
+            ..stats(0, 0, 0, 4)
+        };
+        let ps = [part(0, 10, true, 2, (0, 0)), part(1, 123, false, 2, (1, 0))];
+        let (state, d) = diagnose_with(&s, 4, &[], &ps);
+        assert_eq!(state, "full");
+        assert_eq!(
+            d,
+            "full: no free segment (0 writing, 0 queued, 4 held), nobody asleep yet; \
+             pid 123 dead, holds 2: run recovery, or any blocked call will within 100 ms"
+        );
+        assert_eq!(live_waiting(&s, &ps).producers, 0);
+        assert_eq!(participant_count(&ps), "2 (1 dead)");
+        assert!(participant_line(&ps[1]).contains("DEAD    2 segment(s)"));
+        // A dead participant that owns nothing is listed, not blamed.
+        let ps = [part(0, 10, true, 0, (0, 0)), part(1, 123, false, 0, (0, 0))];
+        assert_eq!(dead_holders(&ps), None);
+        assert_eq!(
+            diagnose_with(&stats(4, 0, 0, 0), 4, &[], &ps).1,
+            "idle: all 4 segments free"
+        );
     }
 
     #[test]

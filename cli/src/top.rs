@@ -14,7 +14,7 @@
 //! it any more and it has no name left in `/dev/shm`.
 
 use crate::discover::{self, Holder, Kind};
-use crate::report::{self, Phases, SCHEMA, Waiting};
+use crate::report::{self, ParticipantReport, Phases, SCHEMA, Waiting};
 use crate::target::{Opened, open_error};
 use crate::{CliError, emit};
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
@@ -59,6 +59,9 @@ struct TopJson<'a> {
     waiting: Waiting,
     generation: u32,
     shutdown: bool,
+    participants: &'a [ParticipantReport],
+    recovered_participants: u64,
+    recovered_segments: u64,
     state: &'a str,
     diagnosis: &'a str,
 }
@@ -88,6 +91,8 @@ pub fn run(opened: Opened, opts: Options) -> Result<(), CliError> {
             .snapshot()
             .map_err(|e| open_error(&opened.path, e))?;
         let s = snap.stats;
+        let parts = report::participants(&snap);
+        let (state, diagnosis) = report::diagnose_with(&s, snap.count, &snap.writers, &parts);
         let rates = prev.map(|(t, p)| {
             let dt = now.duration_since(t).as_secs_f64().max(1e-9);
             let units = s.published.saturating_sub(p.published) as f64 / dt;
@@ -106,13 +111,10 @@ pub fn run(opened: Opened, opts: Options) -> Result<(), CliError> {
                 drop(screen.take());
                 return Err(CliError(format!(
                     "pool vanished: {} is no longer held by any process (last: {}, {} units published)",
-                    opened.label,
-                    report::diagnose(&s, snap.count, &snap.writers).1,
-                    s.published
+                    opened.label, diagnosis, s.published
                 )));
             }
         }
-        let (state, diagnosis) = report::diagnose(&s, snap.count, &snap.writers);
         let t = now.duration_since(start).as_secs_f64();
         let shown = match &mut screen {
             Some(screen) => {
@@ -120,6 +122,7 @@ pub fn run(opened: Opened, opts: Options) -> Result<(), CliError> {
                     opened: &opened,
                     holders: &holders,
                     snap: &snap,
+                    parts: &parts,
                     rates,
                     diagnosis: &diagnosis,
                     interval: opts.interval,
@@ -138,19 +141,19 @@ pub fn run(opened: Opened, opts: Options) -> Result<(), CliError> {
                     reclaimed_per_s: rates.map(|r| round3(r.reclaimed_per_s)),
                     bytes_per_s: rates.and_then(|r| r.bytes_per_s).map(f64::round),
                     segments: report::phases(&s),
-                    waiting: Waiting {
-                        producers: s.waiting_producers,
-                        consumers: s.waiting_consumers,
-                    },
+                    waiting: report::live_waiting(&s, &parts),
                     generation: s.generation,
                     shutdown: s.shutdown,
+                    participants: &parts,
+                    recovered_participants: s.recovered_participants,
+                    recovered_segments: s.recovered_segments,
                     state,
                     diagnosis: &diagnosis,
                 })
                 .map_err(|e| CliError(format!("encoding JSON: {e}")))?;
                 line_out(&(line + "\n"))
             }
-            None => line_out(&text_line(t, &s, rates, state, &diagnosis)),
+            None => line_out(&text_line(t, &s, &parts, rates, state, &diagnosis)),
         };
         if !shown {
             return Ok(()); // stdout closed: the reader is done with us
@@ -195,7 +198,16 @@ fn line_out(line: &str) -> bool {
 }
 
 /// One `key=value` line, then ` | ` and the diagnosis.
-fn text_line(t: f64, s: &Stats, rates: Option<Rates>, state: &str, diagnosis: &str) -> String {
+fn text_line(
+    t: f64,
+    s: &Stats,
+    parts: &[ParticipantReport],
+    rates: Option<Rates>,
+    state: &str,
+    diagnosis: &str,
+) -> String {
+    let waiting = report::live_waiting(s, parts);
+    let dead = parts.iter().filter(|p| p.is_dead()).count();
     let rate = |v: Option<f64>, digits: usize| match v {
         Some(v) => format!("{v:.digits$}"),
         None => "-".into(),
@@ -203,6 +215,7 @@ fn text_line(t: f64, s: &Stats, rates: Option<Rates>, state: &str, diagnosis: &s
     format!(
         "t={t:.2} published={} reclaimed={} units/s={} reclaimed/s={} GB/s={} free={} writing={} \
          queued={} held={} waiting_producers={} waiting_consumers={} generation={} shutdown={} \
+         participants={} dead={dead} recovered_participants={} recovered_segments={} \
          state={state} | {diagnosis}\n",
         s.published,
         s.reclaimed,
@@ -213,10 +226,13 @@ fn text_line(t: f64, s: &Stats, rates: Option<Rates>, state: &str, diagnosis: &s
         s.writing,
         s.queued,
         s.held,
-        s.waiting_producers,
-        s.waiting_consumers,
+        waiting.producers,
+        waiting.consumers,
         s.generation,
         if s.shutdown { "yes" } else { "no" },
+        parts.len(),
+        s.recovered_participants,
+        s.recovered_segments,
     )
 }
 
@@ -225,6 +241,7 @@ struct View<'a> {
     opened: &'a Opened,
     holders: &'a [Holder],
     snap: &'a segpool::inspect::Snapshot,
+    parts: &'a [ParticipantReport],
     rates: Option<Rates>,
     diagnosis: &'a str,
     interval: Duration,
@@ -291,32 +308,51 @@ impl View<'_> {
             ));
         }
         l.push(String::new());
+        let waiting = report::live_waiting(s, self.parts);
         l.push(format!(
-            "waiting    producers {}  consumers {}",
-            s.waiting_producers, s.waiting_consumers
+            "waiting    producers {}  consumers {}{}",
+            waiting.producers,
+            waiting.consumers,
+            report::dead_sleepers(self.parts)
         ));
         l.push(String::new());
-        l.push(format!(">> {}", self.diagnosis));
-        if let Some(ps) = &self.snap.participants {
-            l.push(String::new());
-            l.push(format!("participants {}", ps.len()));
-            for p in ps {
-                let alive = match p.alive {
-                    Some(true) => "alive",
-                    Some(false) => "DEAD",
-                    None => "?",
-                };
-                l.push(format!(
-                    "  #{:<3} pid {:<8} {alive:<6} {} segment(s)",
-                    p.index, p.pid, p.segments
-                ));
-            }
+        l.extend(wrap(self.diagnosis, cols.max(20), ">> ", "   "));
+        l.push(String::new());
+        l.push(format!(
+            "participants {}   recovered since creation: {} dead, {} segment(s)",
+            report::participant_count(self.parts),
+            s.recovered_participants,
+            s.recovered_segments
+        ));
+        for p in self.parts {
+            l.push(report::participant_line(p));
         }
         l.truncate(rows.max(1));
         l.iter()
             .map(|line| line.chars().take(cols.max(1)).collect())
             .collect()
     }
+}
+
+/// `text` as lines of at most `cols` characters, broken between words, the
+/// first one after `first`, the others after `rest`.
+fn wrap(text: &str, cols: usize, first: &str, rest: &str) -> Vec<String> {
+    let mut lines = vec![first.to_owned()];
+    let mut fresh = true;
+    for word in text.split(' ') {
+        let line = lines.last_mut().expect("never empty");
+        if !fresh && line.chars().count() + 1 + word.chars().count() > cols {
+            lines.push(rest.to_owned());
+            fresh = true;
+        }
+        let line = lines.last_mut().expect("never empty");
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    lines
 }
 
 /// The terminal in full-screen mode; restored on drop (also on an error
@@ -422,5 +458,17 @@ impl Keys {
                 Err(_) => self.open = false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn a_long_diagnosis_wraps_between_words() {
+        let lines = wrap("aaa bbb ccc ddd", 10, ">> ", "   ");
+        assert_eq!(lines, [">> aaa bbb", "   ccc ddd"]);
+        assert_eq!(wrap("short", 80, ">> ", "   "), [">> short"]);
     }
 }

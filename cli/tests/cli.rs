@@ -100,6 +100,8 @@ fn stat_json_has_the_documented_schema() {
         "generation",
         "shutdown",
         "participants",
+        "recovered_participants",
+        "recovered_segments",
         "state",
         "diagnosis",
     ];
@@ -129,7 +131,15 @@ fn stat_json_has_the_documented_schema() {
     assert_eq!(v["shutdown"], false);
     assert_eq!(
         v["participants"],
-        serde_json::json!([{"index": 0, "pid": fx.pid, "alive": true, "segments": 6}])
+        serde_json::json!([{
+            "index": 0, "pid": fx.pid, "alive": true, "segments": 6,
+            "incarnation": v["participants"][0]["incarnation"],
+            "waiting": {"producers": 0, "consumers": 0},
+        }])
+    );
+    assert_eq!(
+        (&v["recovered_participants"], &v["recovered_segments"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
     );
     assert_eq!(v["state"], "busy");
     assert_eq!(
@@ -184,6 +194,89 @@ fn a_shut_down_pool_says_so() {
     assert!(text.contains("shutdown     yes"), "{text}");
     assert!(
         text.contains("state        shut down: producers are refused"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dead_participant_is_named_until_recovered_then_counted() {
+    let mut fx = Fixture::start("dead", false);
+    let dead = fx.dead.expect("the fixture names the dead pid");
+    let v = stat_json(&fx.target);
+    assert_eq!(phases(&v), [1, 1, 1, 1], "{v}");
+    let parts = v["participants"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{v}");
+    assert_eq!(parts[0]["pid"], fx.pid);
+    assert_eq!(parts[0]["alive"], true);
+    assert_eq!(parts[0]["segments"], 1, "its queued unit: {v}");
+    assert_eq!(parts[1]["pid"], dead);
+    assert_eq!(parts[1]["alive"], false, "{v}");
+    assert_eq!(parts[1]["segments"], 2, "one held, one being written: {v}");
+    assert_eq!(parts[1]["waiting"]["producers"], 0);
+    assert!(parts[1]["incarnation"].is_u64(), "{v}");
+    assert_eq!(
+        v["writers"],
+        serde_json::json!([{"pid": dead, "segments": 1}])
+    );
+    assert_eq!(
+        (&v["recovered_participants"], &v["recovered_segments"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
+    assert_eq!(v["state"], "busy");
+    let hint =
+        format!("pid {dead} dead, holds 2: run recovery, or any blocked call will within 100 ms");
+    let diagnosis = v["diagnosis"].as_str().unwrap();
+    assert!(diagnosis.ends_with(&format!("; {hint}")), "{diagnosis}");
+
+    let text = segpool(&["stat", &fx.target]).ok().to_owned();
+    for want in [
+        "participants 2 (1 dead)".to_owned(),
+        format!("  #0   pid {:<8} alive   1 segment(s)", fx.pid),
+        format!("  #1   pid {dead:<8} DEAD    2 segment(s) <- run recovery"),
+        "recovered    0 dead participant(s), 0 segment(s) since creation".to_owned(),
+        format!(
+            "state        busy: 3/4 in use (1 writing, 1 queued, 1 held), nobody waiting; {hint}"
+        ),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    let table = segpool(&["ls"]).ok().to_owned();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", fx.target)))
+        .unwrap_or_else(|| panic!("{} not listed:\n{table}", fx.target));
+    assert!(line.contains("2 (1 dead)"), "{line}");
+    assert!(
+        line.contains(&format!("busy, pid {dead} dead holds 2")),
+        "{line}"
+    );
+    let top = segpool(&["top", &fx.target, "-n", "1", "--json"])
+        .ok()
+        .to_owned();
+    let t: Value = serde_json::from_str(top.trim()).unwrap();
+    assert_eq!(t["participants"][1]["alive"], false, "{t}");
+    assert!(t["diagnosis"].as_str().unwrap().contains(&hint), "{t}");
+
+    // Recovery: the dead entry goes, its 2 segments come back, and the
+    // pool-wide counters say so.
+    let answer = fx.ask("recover");
+    assert_eq!(answer, "participants=1 freed=2 delivered=0");
+    let v = stat_json(&fx.target);
+    assert!(v["recovered_participants"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["recovered_segments"], 2, "{v}");
+    assert_eq!(phases(&v), [3, 0, 1, 0], "{v}");
+    assert_eq!(
+        v["participants"],
+        serde_json::json!([{
+            "index": 0, "pid": fx.pid, "alive": true, "segments": 1,
+            "incarnation": v["participants"][0]["incarnation"],
+            "waiting": {"producers": 0, "consumers": 0},
+        }])
+    );
+    assert!(!v["diagnosis"].as_str().unwrap().contains("dead"), "{v}");
+    let text = segpool(&["stat", &fx.target]).ok().to_owned();
+    assert!(
+        text.contains("recovered    1 dead participant(s), 2 segment(s) since creation"),
         "{text}"
     );
 }

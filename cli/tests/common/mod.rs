@@ -28,6 +28,10 @@ pub struct Fixture {
     pub target: String,
     /// The shm name, for a named pool.
     pub name: Option<String>,
+    /// The pid of the process that attached and died (state `dead`).
+    pub dead: Option<u32>,
+    /// The child's `DONE ...` answers (see [`ask`](Self::ask)).
+    done: Option<mpsc::Receiver<String>>,
 }
 
 impl Fixture {
@@ -61,15 +65,22 @@ impl Fixture {
             pid,
             target: String::new(),
             name: None,
+            dead: None,
+            done: None,
         };
         // A thread reads the child's stdout to the end, so it never blocks
-        // on a full pipe; the READY line comes back through the channel.
+        // on a full pipe; the READY line comes back through one channel, the
+        // DONE lines (answers to `ask`) through the other.
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        fx.done = Some(done_rx);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("READY ") {
                     let _ = tx.send(rest.to_owned());
+                } else if let Some(rest) = line.strip_prefix("DONE ") {
+                    let _ = done_tx.send(rest.to_owned());
                 }
             }
         });
@@ -84,12 +95,28 @@ impl Fixture {
             if let Some(n) = word.strip_prefix("name=") {
                 fx.name = Some(n.to_owned());
             }
+            if let Some(p) = word.strip_prefix("dead=") {
+                fx.dead = Some(p.parse().expect("dead=PID"));
+            }
         }
         assert!(
             !fx.target.is_empty(),
             "READY line without a target: {ready}"
         );
         fx
+    }
+
+    /// Sends `command` as one line to the child's stdin (only the `dead`
+    /// state reads commands) and returns its `DONE ...` answer.
+    pub fn ask(&mut self, command: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(format!("{command}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        self.done
+            .as_ref()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("fixture did not answer {command:?}"))
     }
 
     /// Lets the child finish on its own (closes its stdin) and waits for it.
@@ -246,8 +273,17 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// - `hungry`: 4 segments all free, one consumer asleep in `recv`;
 /// - `shutdown`: 4 segments, 2 queued, then `shutdown_arena`;
 /// - `stream`: 8 segments, a producer and a consumer moving 32 KiB units
-///   continuously.
+///   continuously;
+/// - `dead`: 4 segments; 2 published, then a second process (this binary
+///   again, state `dead-child`) attaches, takes one unit, begins writing
+///   another and aborts. Not recovered: the dead participant still owns 2
+///   segments (1 held, 1 writing), the fixture 1 (queued). The fixture then
+///   reads commands, one a line: `recover` runs `recover_dead` and answers
+///   `DONE participants=N freed=N delivered=N`.
 pub fn fixture_main(state: &str) {
+    if state == "dead-child" {
+        dead_child();
+    }
     let named = std::env::var_os(FIXTURE_NAMED).is_some();
     let count = if matches!(state, "mixed" | "stream") {
         8
@@ -262,6 +298,7 @@ pub fn fixture_main(state: &str) {
     let reader = pool.open_reader();
     let mut held: Vec<Unit> = Vec::new();
     let mut writing = Vec::new();
+    let mut dead = None;
     match state {
         "mixed" => {
             publish(&pool, 5);
@@ -307,6 +344,30 @@ pub fn fixture_main(state: &str) {
             std::thread::spawn(move || while r.recv().is_ok() {});
             wait_until("a unit delivered", || pool.reclaimed() > 0);
         }
+        "dead" => {
+            publish(&pool, 2);
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.args([
+                "--exact",
+                "fixture_process",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(FIXTURE, "dead-child")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+            pool.configure_command(&mut cmd);
+            let mut child = cmd.spawn().expect("spawn the dying child");
+            let pid = child.id();
+            let status = wait_with_limit(&mut child, Duration::from_secs(60));
+            {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(status.signal(), Some(SIGABRT), "{status}");
+            }
+            dead = Some(pid);
+        }
         other => panic!("unknown fixture state {other}"),
     }
     let target = match pool.name() {
@@ -320,12 +381,48 @@ pub fn fixture_main(state: &str) {
             format!("{}:{fd}", std::process::id())
         }
     };
-    println!("READY target={target}");
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    match dead {
+        Some(pid) => {
+            println!("READY target={target} dead={pid}");
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "recover" {
+                    let r = pool.recover_dead();
+                    println!(
+                        "DONE participants={} freed={} delivered={}",
+                        r.participants, r.freed, r.delivered
+                    );
+                }
+            }
+        }
+        None => {
+            println!("READY target={target}");
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        }
+    }
     // Wake the sleepers, remove the name, and leave without joining them.
     pool.shutdown_arena();
     pool.unlink().unwrap();
     drop(writing);
     drop(held);
     std::process::exit(0);
+}
+
+/// SIGABRT's number (6 on every Linux architecture).
+const SIGABRT: i32 = 6;
+
+/// The second process of state `dead`: attaches through the environment,
+/// takes one unit (held), begins another (writing), and dies at once, as a
+/// crash would leave them: `abort` runs no destructor.
+fn dead_child() -> ! {
+    let pool = SegmentPool::from_env().expect("attach from the environment");
+    let unit = pool
+        .open_reader()
+        .try_recv()
+        .unwrap()
+        .expect("a queued unit");
+    let mut open = pool.open_writer().begin_unit().unwrap();
+    open.write_binary(b"never committed").unwrap();
+    std::mem::forget((unit, open));
+    std::process::abort();
 }

@@ -1169,11 +1169,33 @@ impl Run<'_> {
             s.waiting_producers == 0 && s.waiting_consumers == 0,
         );
         expect("one participant (the orchestrator)", s.participants == 1);
+        // `reclaimed` is a counter beside the descriptors: a process killed
+        // between a release's descriptor CAS and its bump (a consumer
+        // dropping its last view, or any process recovering a dead one's
+        // views, which attaching and blocked calls do) leaves it one short
+        // for good, with every segment back (docs/guide.md, "Crash safety").
+        // So: never above `published`, and short by at most the kills that
+        // landed where a release or a recovery can be in flight.
+        const WINDOW: [&str; 6] = [
+            "starting (before attach)",
+            "in begin_unit",
+            "in begin_unit, asleep",
+            "in recv",
+            "in recv, asleep",
+            "dropping views",
+        ];
+        let window_kills: u64 = self
+            .report
+            .table
+            .iter()
+            .filter(|((_, phase), _)| WINDOW.contains(phase))
+            .map(|(_, n)| n.iter().sum::<u64>())
+            .sum();
+        let short = s.published.saturating_sub(s.reclaimed);
         expect(
-            "published == reclaimed (short, with every segment free: a kill \
-             between a release's descriptor CAS and its `reclaimed` bump, \
-             see docs/guide.md, \"Crash safety\")",
-            s.published == s.reclaimed,
+            "reclaimed <= published, short by at most the kills that landed \
+             in a release or a recovery",
+            s.reclaimed <= s.published && short <= window_kills,
         );
         // The index agrees with the descriptors: every segment can be
         // claimed again, at once.

@@ -108,15 +108,11 @@
 //!   workers to exit, `SIGKILL` the others, reap all, unlink a named pool.
 //!   Views still held keep the mapping (not the name) until they drop; a
 //!   memfd pool leaves nothing behind.
-//! - **Known gap (core).** `recover_writer` finds a dead worker's segment by
-//!   the owner pid in its descriptor while it is WRITING. A `SIGKILL` that
-//!   lands in one of three windows of a few instructions each (bitmap bit
-//!   claimed but descriptor not yet WRITING; descriptor PUBLISHED but ticket
-//!   not yet in the ring; descriptor FREE but bit not yet cleared) leaves a
-//!   segment nobody can attribute: the pool runs one segment short until it
-//!   is dropped. No unit is lost or duplicated either way (none of those
-//!   units was committed). The kill -9 tests count such segments: one in
-//!   1,500 random kills (release build), none in 1,000 (debug build).
+//! - **A kill at any instruction** (protocol v2): the dead worker's
+//!   participant entry names everything it owned, and the kernel witnesses
+//!   its death (its liveness lock is gone), so recovery gives back the unit
+//!   it was writing and leaves its committed units to be delivered. The
+//!   kill -9 tests check that every segment is back after every trial.
 //!
 //! Both sides ignore `SIGPIPE` as every Rust binary does; a host that
 //! restores its default action should expect it when a peer dies.

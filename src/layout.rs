@@ -150,7 +150,8 @@ pub struct Header {
     pub tail: Line<AtomicU64>,
     /// Next ticket a consumer takes; the same kind of hint as `tail`.
     pub head: Line<AtomicU64>,
-    /// Units whose segments were returned to the pool.
+    /// Unused since layout version 2 (`reclaimed` is summed from the
+    /// descriptors' `reclaims`); kept so the lines keep their places.
     pub reclaimed: Line<AtomicU64>,
     /// Producers sleep here for a free segment: a 32-bit sequence, bumped
     /// by a waker that found a producer's flag in the bitmap.
@@ -211,6 +212,7 @@ impl SegmentDesc {
             state: AtomicU64::new(0),
             len: AtomicU64::new(0),
             generation: AtomicU32::new(0),
+            reclaims: AtomicU64::new(0),
         }
     }
 }
@@ -235,8 +237,17 @@ pub mod phase {
     pub const PUBLISHED: u64 = 2;
     /// Taken by a consumer, which owns it; freed when its last view drops.
     pub const HELD: u64 = 3;
+    /// Free again after it was HELD: like FREE, plus "this epoch's release
+    /// counts in `reclaimed`" (see [`SegmentDesc::reclaims`]).
+    pub const RECLAIMED: u64 = 4;
     /// Mask of the phase bits.
     pub const MASK: u64 = 7;
+
+    /// Whether a phase is one of the two free ones.
+    #[inline]
+    pub const fn is_free(phase: u64) -> bool {
+        phase == FREE || phase == RECLAIMED
+    }
 }
 
 /// Bits of the owner field below the epoch.
@@ -263,7 +274,18 @@ pub struct SegmentDesc {
     pub len: AtomicU64,
     /// Generation the claim belongs to.
     pub generation: AtomicU32,
+    /// `count << 24 | epoch`: how many of this segment's units were
+    /// reclaimed, and the epoch (low 24 bits) of the last one counted. A
+    /// release moves the state to RECLAIMED at epoch `e`, then counts `e`
+    /// here with a compare-and-swap that only moves the epoch forward, so
+    /// whoever next sees that RECLAIMED state (the releaser, the next
+    /// claimer, a scrub) can finish a count a killed releaser did not make,
+    /// exactly once. The pool's `reclaimed` is the sum over segments.
+    pub reclaims: AtomicU64,
 }
+
+/// Bits of [`SegmentDesc::reclaims`] that hold the epoch.
+pub const RECLAIM_EPOCH_BITS: u32 = 24;
 
 /// Who owns a segment: a participant entry and the incarnation of it that
 /// claimed the segment, so a recoverer of one incarnation never touches

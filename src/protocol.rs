@@ -81,8 +81,8 @@
 use crate::bitmap::Bitmap;
 use crate::error::{Error, Result};
 use crate::layout::{
-    EPOCH_MASK, Header, Layout, Owner, Participant, SHUT_DOWN, SegmentDesc, epoch_of, owner_of,
-    pack, part, phase, phase_of,
+    EPOCH_MASK, Header, Layout, Owner, Participant, RECLAIM_EPOCH_BITS, SHUT_DOWN, SegmentDesc,
+    epoch_of, owner_of, pack, part, phase, phase_of,
 };
 use crate::ring::{Peeked, Ring, SLOT_EPOCH_MASK};
 use crate::sync::{AtomicU32, AtomicU64, Backoff, FutexWord, Ordering, Wake};
@@ -263,10 +263,13 @@ impl<'a> Control<'a> {
         ring: &'a [AtomicU64],
         layout: &Layout,
     ) -> Self {
-        assert_eq!(parts.len(), crate::layout::MAX_PARTICIPANTS);
-        assert_eq!(bitmap.len(), layout.bitmap_words());
-        assert_eq!(descs.len(), layout.count);
-        assert_eq!(ring.len(), layout.ring_capacity);
+        // Debug only: this runs on every operation, and a mismatch costs
+        // no safety (every index below is bounds-checked or masked), only
+        // correctness, which the layout's one computation guarantees.
+        debug_assert_eq!(parts.len(), crate::layout::MAX_PARTICIPANTS);
+        debug_assert_eq!(bitmap.len(), layout.bitmap_words());
+        debug_assert_eq!(descs.len(), layout.count);
+        debug_assert_eq!(ring.len(), layout.ring_capacity);
         Control {
             hdr,
             parts,
@@ -285,11 +288,11 @@ impl<'a> Control<'a> {
         for d in self.descs {
             d.state.store(pack(0, None, phase::FREE), Ordering::Relaxed);
             d.len.store(0, Ordering::Relaxed);
+            d.reclaims.store(0, Ordering::Relaxed);
         }
         for p in self.parts {
             p.state.store(part::pack(0, part::FREE), Ordering::Relaxed);
         }
-        self.hdr.reclaimed.store(0, Ordering::Relaxed);
         self.hdr.space.store(0, Ordering::Relaxed);
         self.hdr.data.store(0, Ordering::Relaxed);
         self.hdr.life.shutdown.store(0, Ordering::Relaxed);
@@ -311,10 +314,42 @@ impl<'a> Control<'a> {
         self.ring.published()
     }
 
-    /// Units whose segments came back so far.
+    /// Units whose segments came back so far: the sum of the segments'
+    /// counts. Monotonic across calls (each count only grows).
     pub fn reclaimed(&self) -> u64 {
-        // Acquire pairs with the Release increment in `finish` (O7).
-        self.hdr.reclaimed.load(Ordering::Acquire)
+        // Acquire pairs with `count_reclaim`'s Release CAS (O7): a monitor
+        // that sees a count sees the segment free.
+        self.descs
+            .iter()
+            .map(|d| d.reclaims.load(Ordering::Acquire) >> RECLAIM_EPOCH_BITS)
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// Counts the release that made `d` RECLAIMED at `epoch`, unless it is
+    /// counted already (by us, by the releaser, or by anyone who saw the
+    /// same RECLAIMED state). The CAS only moves the recorded epoch
+    /// forward, so a late call for an older epoch counts nothing.
+    fn count_reclaim(&self, d: &SegmentDesc, epoch: u64) {
+        const MASK: u64 = (1 << RECLAIM_EPOCH_BITS) - 1;
+        let mut cur = d.reclaims.load(Ordering::Relaxed);
+        // Bounded: only a peer rewriting the word forever makes it fail
+        // 64 times.
+        for _ in 0..64 {
+            let ahead = (epoch.wrapping_sub(cur)) & MASK;
+            if ahead == 0 || ahead > MASK / 2 {
+                return; // counted, or a newer release is counted already
+            }
+            let next = ((cur >> RECLAIM_EPOCH_BITS).wrapping_add(1) << RECLAIM_EPOCH_BITS)
+                | (epoch & MASK);
+            // Release pairs with the Acquire loads in `reclaimed` (O7).
+            match d
+                .reclaims
+                .compare_exchange(cur, next, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Whether `shutdown` ran (sticky).
@@ -504,13 +539,17 @@ impl<'a> Control<'a> {
             // the bit we clear sees the previous owner's accesses (through
             // us) as well as through the descriptor.
             let st = d.state.load(Ordering::Acquire);
+            if phase_of(st) == phase::RECLAIMED {
+                // A releaser killed before it counted: count for it.
+                self.count_reclaim(d, epoch_of(st));
+            }
             let owned = self.bitmap.is_owned(seg);
-            if phase_of(st) == phase::FREE && owned {
+            if phase::is_free(phase_of(st)) && owned {
                 if self.bitmap.release(seg) {
                     notify(&self.hdr.space);
                 }
                 n += 1;
-            } else if phase_of(st) != phase::FREE && !owned {
+            } else if !phase::is_free(phase_of(st)) && !owned {
                 self.bitmap.mark(seg);
             }
         }
@@ -617,7 +656,7 @@ impl<'a> Control<'a> {
         // Relaxed: the bitmap CAS acquired the release that freed it; a
         // stale value only makes the CAS below fail.
         let st = d.state.load(Ordering::Relaxed);
-        if phase_of(st) != phase::FREE {
+        if !phase::is_free(phase_of(st)) {
             return None;
         }
         let epoch = epoch_of(st).wrapping_add(1);
@@ -632,6 +671,11 @@ impl<'a> Control<'a> {
                 Ordering::Relaxed,
             )
             .ok()?;
+        if phase_of(st) == phase::RECLAIMED {
+            // The last release's count, made here if its releaser has not
+            // (yet, or ever: killed), before anyone can see this claim.
+            self.count_reclaim(d, epoch_of(st));
+        }
         // Relaxed: consumers read it after the commit's Release slot CAS.
         d.generation.store(generation, Ordering::Relaxed);
         Some(Lease {
@@ -818,10 +862,15 @@ impl<'a> Control<'a> {
         let order = Ordering::Relaxed;
         // Release pairs with the claim CAS's Acquire (O2): everything this
         // owner did with the bytes happens-before the next owner's access.
+        let to = if counted {
+            phase::RECLAIMED
+        } else {
+            phase::FREE
+        };
         if d.state
             .compare_exchange(
                 from,
-                pack(epoch_of(from), None, phase::FREE),
+                pack(epoch_of(from), None, to),
                 order,
                 Ordering::Relaxed,
             )
@@ -830,10 +879,10 @@ impl<'a> Control<'a> {
             return false;
         }
         if counted {
-            // Release pairs with the Acquire in `reclaimed` (O7). Before the
-            // bit is freed, so a producer that finds the segment through the
-            // bitmap sees the count (loom model m6).
-            self.hdr.reclaimed.fetch_add(1, Ordering::Release);
+            // Before the bit is freed, so a producer that finds the segment
+            // through the bitmap sees the count (loom model m6); one that
+            // finds it another way counts it itself (`start_writing`).
+            self.count_reclaim(d, epoch_of(from));
         }
         if self.bitmap.release(seg) {
             notify(&self.hdr.space);
@@ -888,7 +937,11 @@ impl<'a> Control<'a> {
         };
         let mut s = Stats {
             published,
-            reclaimed: self.hdr.reclaimed.load(Ordering::Relaxed),
+            reclaimed: self
+                .descs
+                .iter()
+                .map(|d| d.reclaims.load(Ordering::Relaxed) >> RECLAIM_EPOCH_BITS)
+                .fold(0u64, u64::wrapping_add),
             generation: life.generation.load(Ordering::Relaxed),
             shutdown: life.shutdown.load(Ordering::Relaxed) == SHUT_DOWN,
             recovered_participants: life.recovered_participants.load(Ordering::Relaxed),

@@ -26,6 +26,7 @@
 //!    |                       WRITING(dead) -----------------> PUBLISHED(-)     | -> HELD(me), then
 //!    |                                                          |              | slot CAS, head on
 //!    +--- release: last view dropped, or recover(dead) --- HELD(me) <----------+
+//!         (to RECLAIMED(e): a free phase whose release is counted once)
 //! ```
 //!
 //! The commit is the ring slot's compare-and-swap, made while the
@@ -35,6 +36,14 @@
 //! recovery reads the ring after the death and decides (see
 //! [`Control::recover`]). A dead consumer's segments are HELD under its
 //! name and come back.
+//!
+//! A release (or the recovery of a view) leaves the descriptor RECLAIMED
+//! rather than FREE: free to claim, and "this epoch's release is counted
+//! in `reclaimed`". The count lives in the descriptor too
+//! ([`SegmentDesc::reclaims`]) and is made by a compare-and-swap keyed by
+//! the epoch, so the releaser, the next claimer or a scrub can each make it
+//! and it happens exactly once, even if the releaser is killed between the
+//! two steps.
 //!
 //! # Futex words and flags
 //! `space` (producers sleep for a free segment) and `data` (consumers sleep

@@ -136,6 +136,21 @@ impl<'a> Bitmap<'a> {
         self.words[w].fetch_and(!(bit | WAITER), order) & WAITER != 0
     }
 
+    /// Clears the waiter flag on every word, after a release found one and
+    /// before its caller wakes every sleeper: each woken producer flags the
+    /// words again before it sleeps again, and one that flagged and has not
+    /// slept yet will find the sequence bumped (see `crate::protocol`). So
+    /// one sleep costs one wake-up, not one per word.
+    pub fn disarm(&self) {
+        for w in self.words {
+            // Relaxed load: only decides whether to write. AcqRel RMW: the
+            // same handshake as `release` for the flag it clears.
+            if w.load(Ordering::Relaxed) & WAITER != 0 {
+                w.fetch_and(!WAITER, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// Sets the waiter flag on every word (a producer about to sleep).
     /// Returns whether any segment was free meanwhile: then the producer
     /// must try again instead of sleeping.

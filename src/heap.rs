@@ -90,8 +90,17 @@ impl HeapControl {
         !self.locks[index].load(Ordering::SeqCst)
     }
 
-    /// Recovers every dead participant (what any survivor may do).
+    /// Recovers every dead participant (what any survivor may do), taking
+    /// each dead entry's lock while it does.
     pub fn recover_dead(&self) -> Recovered {
-        self.control().recover_dead(&|i| self.is_dead(i))
+        let locks = &self.locks;
+        self.control().recover_dead(
+            &mut |i| {
+                locks[i]
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            },
+            &mut |i| locks[i].store(false, Ordering::SeqCst),
+        )
     }
 }

@@ -518,11 +518,11 @@ mod tests {
     fn another_layout_version_is_incompatible() {
         let mut bytes = pool_bytes(4);
         let at = ident_offset("version");
-        bytes[at..at + 4].copy_from_slice(&3u32.to_le_bytes());
+        bytes[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
         let f = ShmFile::with("v2", &bytes);
         let e = Inspector::open_path(&f.0).unwrap_err();
         assert!(
-            matches!(e, Error::Incompatible(ref m) if m.contains("version 3")),
+            matches!(e, Error::Incompatible(ref m) if m.contains("version 4")),
             "{e}"
         );
     }

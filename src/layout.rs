@@ -51,8 +51,9 @@ use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SEGPOOL\0");
 /// Bumped on any change to this file's layout or to the meaning of a field.
 /// Version 2: participants own segments; ring slots name (segment, epoch);
-/// waiters are flags in the words wakers touch anyway.
-pub const VERSION: u32 = 2;
+/// waiters are flags in the words wakers touch anyway. Version 3: releases
+/// are counted in the descriptors (the RECLAIMED phase).
+pub const VERSION: u32 = 3;
 /// The most segments a pool may have (a ring slot packs a segment index
 /// into 17 bits).
 pub const MAX_COUNT: usize = 1 << 16;

@@ -112,6 +112,18 @@ impl Witness {
     }
 }
 
+impl Witness {
+    /// Drops lock `index` again (one taken to recover a dead entry).
+    pub(crate) fn unlock(&self, index: usize) {
+        let fd = self.fd.as_ref().expect("open until dropped");
+        let fl = flock(libc::F_UNLCK, index);
+        // SAFETY: `fd` is open; `fl` is a valid `flock` that lives across the
+        // call; F_OFD_SETLK only reads it. Unlocking a byte we do not hold
+        // is a no-op, so an error here leaves nothing to undo.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    }
+}
+
 /// Whether some process holds participant `index`'s lock, asked through
 /// any descriptor of the pool's file (read-only ones included).
 pub(crate) fn is_held(fd: BorrowedFd<'_>, index: usize) -> Result<bool> {

@@ -201,8 +201,13 @@ impl SegmentPool {
     /// blocked in `recv`; from now on `begin_unit` and `commit_unit` fail
     /// with [`Error::Shutdown`], and `recv` does once the units already
     /// published are drained. Sticky; safe to call many times, from any
-    /// process.
+    /// process that attached the pool. A no-op on a pool object inherited
+    /// through `fork` (the parent's pool is not the child's to stop:
+    /// attach again, then call it).
     pub fn shutdown_arena(&self) {
+        if self.region.inherited() {
+            return;
+        }
         self.region.control().shutdown();
     }
 

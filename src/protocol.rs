@@ -437,25 +437,42 @@ impl<'a> Control<'a> {
         part::incarnation(self.parts[me.index()].state.load(Ordering::Acquire))
     }
 
-    /// Recovers every participant `is_dead` names dead, then scrubs the
-    /// index. Safe to run from any process, at any time, by many at once:
-    /// every step is a CAS from a state only the dead owner could be in.
-    /// `is_dead(i)` must be called after entry `i`'s state was read (it is),
-    /// and must never say "dead" of a process that still runs.
-    pub fn recover_dead(&self, is_dead: &dyn Fn(usize) -> bool) -> Recovered {
+    /// Recovers every dead participant, then scrubs the index. Safe to run
+    /// from any process, at any time, by many at once.
+    ///
+    /// `claim(i)` must take entry `i`'s liveness witness if nobody holds it,
+    /// which is to say its process is dead (an OFD lock on a mapping, a flag
+    /// on the heap), and say whether it did; it must refuse the caller's own
+    /// entry. `unclaim(i)` drops it again. Recovering under the witness is
+    /// what makes recovery exclusive: no process can join the entry, and no
+    /// other recoverer can recover it, while we do; so a recoverer that was
+    /// delayed between reading the entry and recovering it can never touch
+    /// the segments of a live process that joined the entry meanwhile.
+    pub fn recover_dead(
+        &self,
+        claim: &mut dyn FnMut(usize) -> bool,
+        unclaim: &mut dyn FnMut(usize),
+    ) -> Recovered {
         let mut total = Recovered::default();
         for (i, p) in self.parts.iter().enumerate() {
+            if part::status(p.state.load(Ordering::Relaxed)) != part::ALIVE || !claim(i) {
+                continue;
+            }
+            // Acquire pairs with `join`'s CAS: read under the witness, so
+            // this is the incarnation of the dead holder, and stays so.
             let st = p.state.load(Ordering::Acquire);
-            if part::status(st) == part::ALIVE && is_dead(i) {
+            if part::status(st) == part::ALIVE {
                 total += self.recover(i, part::incarnation(st));
             }
+            unclaim(i);
         }
         total.scrubbed += self.scrub();
         total
     }
 
     /// Recovers participant `index` at `incarnation`, which must be dead
-    /// (or be the caller, leaving with nothing in flight):
+    /// and whose witness the caller holds (or be the caller, leaving with
+    /// nothing in flight):
     /// - its uncommitted segments (WRITING, not in the ring) come back;
     /// - its committed units (WRITING, in the ring) become PUBLISHED with no
     ///   owner and are still delivered;
@@ -529,6 +546,13 @@ impl<'a> Control<'a> {
         {
             r.participants += 1;
         }
+        if r.participants > 0 {
+            // A waker killed between the RMW that consumed a sleeper's flag
+            // and its `FUTEX_WAKE` left that sleeper asleep with no flag:
+            // wake everyone (each re-flags before it sleeps again).
+            notify(&self.hdr.space);
+            notify(&self.hdr.data);
+        }
         // Relaxed: monitoring counters.
         let life = &self.hdr.life;
         life.recovered_participants
@@ -555,6 +579,7 @@ impl<'a> Control<'a> {
             let owned = self.bitmap.is_owned(seg);
             if phase::is_free(phase_of(st)) && owned {
                 if self.bitmap.release(seg) {
+                    self.bitmap.disarm();
                     notify(&self.hdr.space);
                 }
                 n += 1;
@@ -894,6 +919,8 @@ impl<'a> Control<'a> {
             self.count_reclaim(d, epoch_of(from));
         }
         if self.bitmap.release(seg) {
+            // One wake-up for every sleeper: the other words' flags go too.
+            self.bitmap.disarm();
             notify(&self.hdr.space);
         }
         true
@@ -1026,6 +1053,10 @@ impl<'a> Control<'a> {
         // For monitors only (nothing wakes on it); the guard takes it back on
         // every way out, and recovery zeroes a dead process's.
         let _counted = Counted::new(count);
+        // Rounds in a row whose flag found the condition changed: bounded,
+        // so a peer that keeps the words moving gets us to the probe and a
+        // sleep slice instead of a spin.
+        let mut changed_rounds = 0u32;
         let outcome = loop {
             // Acquire: pairs with `notify`'s Release bump, so the condition a
             // waker changed before its bump is visible to the attempt below.
@@ -1042,15 +1073,16 @@ impl<'a> Control<'a> {
                 Ok(None) => {}
                 done => break done,
             }
-            if changed {
+            if changed && changed_rounds < 64 {
                 // The condition changed under our flag but someone else got
-                // there first: flag again, unless the deadline passed (a
-                // peer that keeps the words changing must not keep us here).
+                // there first: flag again, unless the deadline passed.
+                changed_rounds += 1;
                 if wait.deadline.is_some_and(|d| Instant::now() >= d) {
                     break attempt();
                 }
                 continue;
             }
+            changed_rounds = 0;
             // Probe only after an attempt failed: a waiter woken for a unit
             // or a segment takes it before a probe error can end its wait.
             if let Some(probe) = wait.probe {

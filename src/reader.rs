@@ -85,7 +85,7 @@ impl Reader {
             return Ok(self.unit(taken));
         }
         let check = || {
-            self.region.sweep();
+            self.region.sweep_now_and_then(crate::policy::SWEEP_EVERY);
             self.policy.probe()
         };
         let taken = ctl.take(me, &self.policy.wait(timeout, &check))?;

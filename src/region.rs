@@ -51,13 +51,17 @@ pub(crate) struct Region {
     /// Process-local reference counts: how many `Unit`s of this process
     /// hold each segment (the last one to drop releases it).
     holders: Box<[std::sync::atomic::AtomicU32]>,
-    /// Our participant entry; `witness` holds its lock.
-    me: Owner,
+    /// Our participant entry, once joined; `witness` holds its lock.
+    me: Option<Owner>,
     witness: Witness,
     /// The process's fork generation when this region was made.
     fork_generation: u64,
     /// What recoveries run through this region did, added up.
     recovered: std::sync::Mutex<Recovered>,
+    /// When the last periodic sweep ran (ms since `born`), to run them at
+    /// most every `SWEEP_EVERY` however many threads wake up.
+    last_sweep: std::sync::atomic::AtomicU64,
+    born: std::time::Instant,
 }
 
 fn holders(count: usize) -> Box<[std::sync::atomic::AtomicU32]> {
@@ -132,10 +136,12 @@ impl Region {
             unlink_on_drop: true,
             pid: current_pid(),
             holders: holders(layout.count),
-            me: Owner::new(0, 0),
+            me: None,
             witness,
             fork_generation,
             recovered: Default::default(),
+            last_sweep: Default::default(),
+            born: std::time::Instant::now(),
         };
         region.control().init();
         let prefaulted = if prefault_pages { PREFAULTED } else { 0 };
@@ -169,7 +175,7 @@ impl Region {
             .join(&mut try_lock, self.pid, u64::from_le_bytes(token));
         match (joined, lock_error) {
             (Ok(me), _) => {
-                self.me = me;
+                self.me = Some(me);
                 Ok(())
             }
             (Err(_), Some(e)) => Err(e),
@@ -251,10 +257,12 @@ impl Region {
             unlink_on_drop: false,
             pid: current_pid(),
             holders: holders(layout.count),
-            me: Owner::new(0, 0),
+            me: None,
             witness,
             fork_generation,
             recovered: Default::default(),
+            last_sweep: Default::default(),
+            born: std::time::Instant::now(),
         };
         region.join()?;
         // Whoever died before we came is recovered now, not at the first
@@ -332,7 +340,8 @@ impl Region {
     /// This process's participant tag.
     #[inline]
     pub(crate) fn me(&self) -> Owner {
-        self.me
+        // A region is only handed out once `join` succeeded.
+        self.me.expect("joined")
     }
 
     /// Whether this region was inherited through `fork` (one relaxed load).
@@ -356,9 +365,45 @@ impl Region {
         matches!(liveness::is_held(self.fd.as_fd(), index), Ok(false))
     }
 
+    /// [`sweep`](Self::sweep), unless one ran in this process less than
+    /// `every` ago: what blocked calls run between sleeps, so that a wake-up
+    /// of many sleepers does not become as many sweeps.
+    pub(crate) fn sweep_now_and_then(&self, every: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.last_sweep.load(Relaxed);
+        // Relaxed: a rate limit; two threads sweeping at once is harmless.
+        // 0: never swept yet.
+        if (last == 0 || now.saturating_sub(last) >= every.as_millis() as u64)
+            && self
+                .last_sweep
+                .compare_exchange(last, now.max(1), Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.sweep();
+        }
+    }
+
     /// Recovers every dead participant and scrubs the index.
     pub(crate) fn sweep(&self) -> Recovered {
-        let r = self.control().recover_dead(&|i| self.is_dead(i));
+        self.recover_where(&|_| true)
+    }
+
+    /// Recovers the dead participants `pick` selects (by entry index), each
+    /// under its liveness lock, then scrubs the index.
+    fn recover_where(&self, pick: &dyn Fn(usize) -> bool) -> Recovered {
+        let me = self.me().index();
+        // Fail closed: if our own lock is gone (some code in this process
+        // closed a descriptor it did not own), our view of who is dead is
+        // no longer the kernel's, and recovering could free live segments.
+        if !matches!(liveness::is_held(self.fd.as_fd(), me), Ok(true)) {
+            return Recovered::default();
+        }
+        let witness = &self.witness;
+        let r = self.control().recover_dead(
+            &mut |i| i != me && pick(i) && matches!(witness.try_lock(i), Ok(true)),
+            &mut |i| witness.unlock(i),
+        );
         self.count_recovered(r);
         r
     }
@@ -378,15 +423,13 @@ impl Region {
     /// segments that came back.
     pub(crate) fn recover_pid(&self, pid: u32) -> usize {
         let ctl = self.control();
-        let mut total = Recovered::default();
-        for p in ctl.participants() {
-            if p.pid == pid && p.index != self.me.index() && self.is_dead(p.index) {
-                total += ctl.recover(p.index, p.incarnation);
-            }
-        }
-        total.scrubbed += ctl.scrub();
-        self.count_recovered(total);
-        total.freed
+        let named: Vec<usize> = ctl
+            .participants()
+            .iter()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.index)
+            .collect();
+        self.recover_where(&|i| named.contains(&i)).freed
     }
 
     /// Start of segment `seg` (< count): `segment_size` writable bytes.
@@ -441,8 +484,11 @@ impl Drop for Region {
         }
         // Every writer, reader and unit of this region is gone (they hold
         // it), so this hands committed units to the ring and frees the entry;
-        // the witness's drop then releases the lock.
-        self.control().leave(self.me);
+        // the witness's drop then releases the lock. A region whose join
+        // failed owns nothing and leaves nothing.
+        if let Some(me) = self.me {
+            self.control().leave(me);
+        }
         if self.unlink_on_drop {
             if let Some(name) = &self.name {
                 // ENOENT: already unlinked by `unlink`; nothing else to do.

@@ -154,6 +154,13 @@ impl<'a> Ring<'a> {
             // its claim must happen-before our advance (O5).
             let word = slot.load(Ordering::Acquire);
             match lap(word, t) {
+                // The slot keeps 19 bits of the ticket: a publisher stalled
+                // for 2^19 tickets could match a later lap's slot. `tail`
+                // only moves forward, so a `t` that is not within one lap
+                // of it is stale: start again from `tail`.
+                0 if seg_of(word).is_none() && !self.within_lap(self.tail, t) => {
+                    t = self.tail.load(Ordering::Acquire);
+                }
                 0 if seg_of(word).is_none() => {
                     // AcqRel: Release publishes the descriptor's len and
                     // generation and the payload (O1); Acquire pairs with a
@@ -206,6 +213,10 @@ impl<'a> Ring<'a> {
             let word = self.slot(h).load(Ordering::Acquire);
             match (lap(word, h), seg_of(word)) {
                 (0, None) => return Ok(None),
+                (0, Some(_)) if !self.within_lap(self.head, h) => {
+                    // Stale `h` (see `push`): start again from `head`.
+                    h = self.head.load(Ordering::Acquire);
+                }
                 (0, Some(seg)) => {
                     return Ok(Some(Peeked {
                         ticket: h,
@@ -281,6 +292,15 @@ impl<'a> Ring<'a> {
     pub fn armed(&self) -> bool {
         let h = self.head.load(Ordering::Relaxed);
         self.slot(h).load(Ordering::Relaxed) & WAITER != 0
+    }
+
+    /// Whether ticket `t` is within one lap ahead of `cursor` (a 64-bit
+    /// count that only moves forward).
+    #[inline]
+    fn within_lap(&self, cursor: &AtomicU64, t: u64) -> bool {
+        // Relaxed: a stale cursor only makes this more permissive by the
+        // tickets it lags, never by a lap's worth of them.
+        t.wrapping_sub(cursor.load(Ordering::Relaxed)) < self.slots.len() as u64
     }
 
     /// Moves `cursor` from `from` to `from + 1` if nobody did; returns where

@@ -78,7 +78,7 @@ impl Writer {
             lease
         } else {
             let check = || {
-                self.region.sweep();
+                self.region.sweep_now_and_then(crate::policy::SWEEP_EVERY);
                 self.policy.probe()
             };
             ctl.begin(me, &self.policy.wait(Some(timeout), &check))?

@@ -79,7 +79,7 @@ fn a_version_1_pool_is_incompatible() {
     let img = valid_image();
     let obj = Object::new("v1", &patch(&img, VERSION, &1u32.to_le_bytes()));
     assert!(matches!(obj.attach(img.len()),
-        Err(Error::Incompatible(m)) if m.contains("layout version 1, this build speaks 2")));
+        Err(Error::Incompatible(m)) if m.contains("layout version 1, this build speaks 3")));
 }
 
 #[test]

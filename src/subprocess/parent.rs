@@ -692,6 +692,13 @@ impl Workers {
         if let Some(exits) = &self.exits {
             return Ok(exits.clone());
         }
+        if self.pool.is_inherited() {
+            // A copy inherited through fork: the workers, the pool and the
+            // name are the parent's. Leave them alone (closing our copies
+            // of the sockets is harmless: the parent holds its own).
+            self.exits = Some(Vec::new());
+            return Ok(Vec::new());
+        }
         self.stash = None;
         self.pass = PassState::Ended;
         self.pool.shutdown_arena();

@@ -133,7 +133,10 @@ impl<'a> Bitmap<'a> {
         let order = Ordering::AcqRel;
         #[cfg(segpool_mutant = "relaxed_release")] // loom-tests mutant
         let order = Ordering::Acquire;
-        self.words[w].fetch_and(!(bit | WAITER), order) & WAITER != 0
+        let prev = self.words[w].fetch_and(!(bit | WAITER), order);
+        #[cfg(segpool_mutant = "flag_ignored")] // loom-tests mutant: flag not reported
+        let prev = prev & !WAITER;
+        prev & WAITER != 0
     }
 
     /// Sets the waiter flag on every word (a producer about to sleep).

@@ -72,3 +72,37 @@ fn m7b_reset_races_a_producer() {
 fn m8_recover_races_a_live_claim() {
     check("m8 recover races a live claim", recover_races_a_live_claim);
 }
+
+#[test]
+fn m9_recover_dead_producer_races_take_uncommitted() {
+    check("m9 recover vs take, died before commit", || {
+        recover_dead_producer_races_take(false)
+    });
+}
+
+#[test]
+fn m9_recover_dead_producer_races_take_committed() {
+    check("m9 recover vs take, died after commit", || {
+        recover_dead_producer_races_take(true)
+    });
+}
+
+#[test]
+fn m10_scrub_races_a_claim() {
+    check("m10 scrub races a claim", scrub_races_a_claim);
+}
+
+#[test]
+fn m11_stale_slot_after_a_dead_consumer() {
+    check("m11 stale slot", stale_slot_after_a_dead_consumer);
+}
+
+#[test]
+fn m12_dead_waiter_leaves_a_flag() {
+    check("m12 dead waiter", dead_waiter_leaves_a_flag);
+}
+
+#[test]
+fn m13_two_recoverers_race() {
+    check("m13 two recoverers", two_recoverers_race);
+}

@@ -54,6 +54,14 @@ fn m5_timed_out_begin_races_reclaim_reclaim_first() {
 }
 
 #[test]
+fn m5b_timed_begin_sees_a_reclaim_before_its_deadline() {
+    check(
+        "m5b reclaim before the deadline",
+        timed_begin_sees_a_reclaim_before_its_deadline,
+    );
+}
+
+#[test]
 fn m6_unit_clones_dropped_on_two_threads() {
     check("m6 unit clones", unit_clones_dropped_on_two_threads);
 }

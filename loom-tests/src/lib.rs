@@ -270,34 +270,44 @@ pub fn two_producers_one_segment() {
     pool.assert_quiescent(2);
 }
 
-/// Model 2b: two producers and one consumer over two segments, one unit
-/// each: the publishers race for tickets 0 and 1 with different segments
-/// and help each other's `tail` on, while the consumer takes them. Every
-/// unit arrives once with its bytes, tickets 0, 1 in order, each ticket
-/// once. (v1's 2 + 1 units no longer fit CI's budget: see
-/// `docs/protocol.md`, section 10.)
+/// Model 2b: two producers and one consumer over two segments; producer 1
+/// commits two units, producer 2 one, while the consumer takes them and
+/// publishers and consumer help each other's cursors on. Every unit arrives
+/// once with its bytes, each producer's units in the order it committed
+/// them, tickets 0, 1, 2 in order.
 pub fn two_producers_two_segments() {
     let pool = Pool::new(2);
     let me = pool.join();
-    let producers: Vec<_> = (1..=2)
-        .map(|p| {
+    let producers: Vec<_> = [(1, 2), (2, 1)]
+        .into_iter()
+        .map(|(p, units)| {
             let pool = Arc::clone(&pool);
             let id = pool.join();
-            thread::spawn(move || pool.produce(id, value(p, 0)).unwrap())
+            thread::spawn(move || {
+                let tickets: Vec<u64> = (0..units)
+                    .map(|i| pool.produce(id, value(p, i)).unwrap())
+                    .collect();
+                assert!(tickets.is_sorted(), "a producer's tickets increase");
+            })
         })
         .collect();
-    let mut got = Vec::new();
-    for ticket in 0..2 {
+    let mut next = [0u64; 2];
+    for ticket in 0..3 {
         let (t, v) = pool.consume(me).unwrap();
         assert_eq!(t, ticket);
-        got.push(v);
+        let p = (v >> 32) as usize;
+        assert!(p == 1 || p == 2, "payload {v:#x}");
+        assert_eq!(
+            v,
+            value(p as u64, next[p - 1]),
+            "producer {p}'s units in order"
+        );
+        next[p - 1] += 1;
     }
-    got.sort();
-    assert_eq!(got, [value(1, 0), value(2, 0)]);
-    let mut tickets: Vec<u64> = producers.into_iter().map(|h| h.join().unwrap()).collect();
-    tickets.sort();
-    assert_eq!(tickets, [0, 1]);
-    pool.assert_quiescent(2);
+    for h in producers {
+        h.join().unwrap();
+    }
+    pool.assert_quiescent(3);
 }
 
 /// Model 3: the pool is full (its one segment published); a producer blocks

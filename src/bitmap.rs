@@ -20,9 +20,9 @@
 //!
 //! Invariants:
 //! - a bit goes 0 -> 1 only through a successful compare-and-swap in
-//!   [`Bitmap::try_claim`] (or the `fetch_or` of [`Bitmap::mark`], for a
-//!   segment whose descriptor is already owned), so two claimers never get
-//!   the same bit;
+//!   [`Bitmap::try_claim`], so two claimers never get the same bit (a
+//!   claimer that then finds the descriptor owned keeps the bit: it is
+//!   right for an owned segment);
 //! - padding bits (index >= count in the last word) are set at creation and
 //!   are never handed out, even if a peer clears them;
 //! - `WAITER` is set only by [`Bitmap::arm`] (a producer about to sleep)
@@ -112,14 +112,6 @@ impl<'a> Bitmap<'a> {
         None
     }
 
-    /// Sets `seg`'s bit without claiming: its descriptor is owned already
-    /// (a claimer fixing up the index).
-    pub fn mark(&self, seg: usize) {
-        let (w, bit) = (seg / BITS_PER_WORD, 1u64 << (seg % BITS_PER_WORD));
-        // Relaxed: the index is a hint; the descriptor CAS decided ownership.
-        self.words[w].fetch_or(bit, Ordering::Relaxed);
-    }
-
     /// Clears `seg`'s bit and the word's waiter flag. Returns whether the
     /// flag was set: then the caller must wake every sleeping producer.
     #[inline]
@@ -133,7 +125,10 @@ impl<'a> Bitmap<'a> {
         let order = Ordering::AcqRel;
         #[cfg(segpool_mutant = "relaxed_release")] // loom-tests mutant
         let order = Ordering::Acquire;
-        self.words[w].fetch_and(!(bit | WAITER), order) & WAITER != 0
+        let prev = self.words[w].fetch_and(!(bit | WAITER), order);
+        #[cfg(segpool_mutant = "flag_ignored")] // loom-tests mutant: flag not reported
+        let prev = prev & !WAITER;
+        prev & WAITER != 0
     }
 
     /// Clears the waiter flag on every word, after a release found one and

@@ -59,7 +59,13 @@ pub const VERSION: u32 = 3;
 pub const MAX_COUNT: usize = 1 << 16;
 /// The most processes that may have a pool open at once (each claims an
 /// entry of the participant table; a descriptor names its owner in 8 bits).
+#[cfg(not(loom))]
 pub const MAX_PARTICIPANTS: usize = 255;
+/// Under loom: enough entries for the models' participants. Every entry's
+/// atomics are created, initialised and walked (`stats`, `recover_dead`) in
+/// every execution, which with 255 made each model several times slower.
+#[cfg(loom)]
+pub const MAX_PARTICIPANTS: usize = 8;
 /// Segments indexed by one bitmap word; its top bit is the waiter flag.
 pub const BITS_PER_WORD: usize = 63;
 /// Alignment of every `write_binary` offset inside a segment.

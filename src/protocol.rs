@@ -562,9 +562,17 @@ impl<'a> Control<'a> {
         r
     }
 
-    /// Rebuilds the index from the descriptors: clears bits set over FREE
-    /// descriptors (a claimer or releaser died between its two steps) and
-    /// sets bits missing over owned ones. Returns how many bits it cleared.
+    /// Repairs the index from the descriptors: clears bits set over FREE
+    /// descriptors (a claimer or releaser died between its two steps).
+    /// Returns how many bits it cleared.
+    ///
+    /// A bit missing over an owned segment is left alone: the next claimer
+    /// that sets it finds the descriptor owned and keeps it set
+    /// (`start_writing`). Setting it here would race the owner's release
+    /// (our descriptor load sees it owned, the release frees it and clears
+    /// the bit, then our set lands) and leave a bit over a FREE descriptor
+    /// that no producer can claim until the next scrub (loom models m9 and
+    /// m10 found that).
     pub fn scrub(&self) -> usize {
         let mut n = 0;
         for (seg, d) in self.descs.iter().enumerate() {
@@ -583,8 +591,6 @@ impl<'a> Control<'a> {
                     notify(&self.hdr.space);
                 }
                 n += 1;
-            } else if !phase::is_free(phase_of(st)) && !owned {
-                self.bitmap.mark(seg);
             }
         }
         n

@@ -54,6 +54,14 @@ fn m5_timed_out_begin_races_reclaim_reclaim_first() {
 }
 
 #[test]
+fn m5b_timed_begin_sees_a_reclaim_before_its_deadline() {
+    check(
+        "m5b reclaim before the deadline",
+        timed_begin_sees_a_reclaim_before_its_deadline,
+    );
+}
+
+#[test]
 fn m6_unit_clones_dropped_on_two_threads() {
     check("m6 unit clones", unit_clones_dropped_on_two_threads);
 }
@@ -71,4 +79,38 @@ fn m7b_reset_races_a_producer() {
 #[test]
 fn m8_recover_races_a_live_claim() {
     check("m8 recover races a live claim", recover_races_a_live_claim);
+}
+
+#[test]
+fn m9_recover_dead_producer_races_take_uncommitted() {
+    check("m9 recover vs take, died before commit", || {
+        recover_dead_producer_races_take(false)
+    });
+}
+
+#[test]
+fn m9_recover_dead_producer_races_take_committed() {
+    check("m9 recover vs take, died after commit", || {
+        recover_dead_producer_races_take(true)
+    });
+}
+
+#[test]
+fn m10_scrub_races_a_claim() {
+    check("m10 scrub races a claim", scrub_races_a_claim);
+}
+
+#[test]
+fn m11_stale_slot_after_a_dead_consumer() {
+    check("m11 stale slot", stale_slot_after_a_dead_consumer);
+}
+
+#[test]
+fn m12_dead_waiter_leaves_a_flag() {
+    check("m12 dead waiter", dead_waiter_leaves_a_flag);
+}
+
+#[test]
+fn m13_two_recoverers_race() {
+    check("m13 two recoverers", two_recoverers_race);
 }

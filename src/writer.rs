@@ -151,16 +151,24 @@ impl UnitWriter {
     }
 
     /// The whole segment, writable. Only this unit can see it until commit.
-    fn segment_mut(&mut self) -> &mut [u8] {
+    fn range_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
         let seg = self.lease().seg;
-        let len = self.capacity();
+        assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.capacity()),
+            "range checked by claim_range / spare_mut"
+        );
         let ptr = self.region.segment_ptr(seg);
-        // SAFETY: `ptr..ptr+segment_size` is segment `seg` inside the mapping,
-        // which `self.region` keeps alive. Our lease owns the
-        // segment exclusively (our descriptor CAS made it WRITING under our
-        // name at our epoch): no other writer is handed it and no reader can take it
-        // before commit. `&mut self` keeps this the only borrow in-process.
-        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+        // SAFETY: `offset + len <= segment_size` (asserted), so the range is
+        // inside segment `seg`, inside the mapping that `self.region` keeps
+        // alive. Our lease owns the segment exclusively (our descriptor CAS
+        // made it WRITING under our name at our epoch): no other writer is
+        // handed it and no reader can take it before commit. `&mut self`
+        // keeps this the only borrow made here; the slice covers only the
+        // range asked for, never bytes lent out earlier by `reserve`, which
+        // a binding may still be filling through raw pointers.
+        unsafe { std::slice::from_raw_parts_mut(ptr.add(offset), len) }
     }
 
     /// Reserves `nbytes` at the next 64-byte-aligned offset; returns that
@@ -191,7 +199,7 @@ impl UnitWriter {
     /// unit stays open.
     pub fn write_binary(&mut self, data: &[u8]) -> Result<(usize, usize)> {
         let offset = self.claim_range(data.len())?;
-        self.segment_mut()[offset..offset + data.len()].copy_from_slice(data);
+        self.range_mut(offset, data.len()).copy_from_slice(data);
         Ok((offset, data.len()))
     }
 
@@ -212,7 +220,7 @@ impl UnitWriter {
     /// ```
     pub fn reserve(&mut self, nbytes: usize) -> Result<(usize, &mut [u8])> {
         let offset = self.claim_range(nbytes)?;
-        Ok((offset, &mut self.segment_mut()[offset..offset + nbytes]))
+        Ok((offset, self.range_mut(offset, nbytes)))
     }
 
     /// Everything after the next aligned offset, to fill in place when the
@@ -228,7 +236,8 @@ impl UnitWriter {
             // then says why).
             return (offset, &mut []);
         }
-        (offset, &mut self.segment_mut()[offset..])
+        let spare = self.capacity() - offset;
+        (offset, self.range_mut(offset, spare))
     }
 
     /// Marks `nbytes` of [`spare_mut`](Self::spare_mut) as written; returns

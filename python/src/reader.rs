@@ -33,6 +33,15 @@ impl Reader {
 
     /// The unit of the current envelope, taken from the ring if not yet.
     fn current(&mut self) -> PyResult<&Held> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|held| held.attached.is_inherited())
+        {
+            // A half-read unit inherited through fork is the parent's: never
+            // hand out views of it here (dropping it frees nothing).
+            self.current = None;
+        }
         if self.current.is_none() {
             let (attached, reader) = match &self.endpoint {
                 Some((a, r)) if !a.is_inherited() => (a.clone(), r.clone()),

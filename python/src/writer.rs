@@ -159,9 +159,10 @@ impl Writer {
                 let from = from;
                 // SAFETY: `from` points at `n` readable bytes (the `Source`
                 // export lives until after this call); `dst` is `n` bytes of
-                // the unit's segment, ours alone until commit; a Python
-                // buffer and a segment of our mapping cannot overlap.
-                unsafe { std::ptr::copy_nonoverlapping(from.0, dst.as_mut_ptr(), n) }
+                // the unit's segment, ours alone until commit. They may
+                // overlap (the source can be a view of this very segment,
+                // `pool._segment(i)`), so a memmove, not a memcpy.
+                unsafe { std::ptr::copy(from.0, dst.as_mut_ptr(), n) }
             };
             if n >= DETACHED_COPY {
                 py.detach(copy);

@@ -174,28 +174,8 @@ impl Inspector {
         let size = usize::try_from(st.st_size).map_err(|_| {
             Error::Corrupt(format!("shared object has negative size {}", st.st_size))
         })?;
-        let head_len = core::mem::size_of::<Header>();
-        if size < head_len {
-            return Err(Error::Corrupt(format!(
-                "shared object holds {size} bytes, less than the {head_len}-byte header"
-            )));
-        }
-        let peek = MmapOptions::new()
-            .len(head_len)
-            .map_raw_read_only(&fd)
-            .map_err(|e| Error::io("mmap (header)", e))?;
-        let (layout, version) = {
-            // SAFETY: `peek` maps `head_len` = size_of::<Header>() bytes of
-            // an object at least that long, page-aligned (align 128
-            // suffices); every field is an atomic, valid for any bit pattern;
-            // `Layout::validate` and we only make Relaxed loads of at most 8
-            // bytes, which Rust allows on read-only memory on 64-bit targets
-            // (see `core::sync::atomic`); the reference dies before `peek`.
-            let ident = unsafe { &(*peek.as_ptr().cast::<Header>()).ident };
-            let layout = Layout::validate(ident, size, rustix::param::page_size())?;
-            (layout, ident.version.load(Ordering::Relaxed))
-        };
-        drop(peek);
+        let peeked = crate::region::peek_header(&fd, size)?;
+        let (layout, version) = (peeked.layout, peeked.version);
         // The control area alone: header, bitmap, descriptors and ring all
         // end before `segments_offset` (checked by `Layout::new`).
         let map = MmapOptions::new()

@@ -126,23 +126,7 @@ impl Region {
         if prefault_pages {
             prefault(&map, layout.total_len);
         }
-        let fork_generation = crate::fork::generation_at_birth();
-        let witness = Witness::open(fd.as_fd(), fork_generation)?;
-        let mut region = Region {
-            map,
-            fd,
-            layout,
-            name,
-            unlink_on_drop: true,
-            pid: current_pid(),
-            holders: holders(layout.count),
-            me: None,
-            witness,
-            fork_generation,
-            recovered: Default::default(),
-            last_sweep: Default::default(),
-            born: std::time::Instant::now(),
-        };
+        let mut region = Region::assemble(map, fd, layout, name, true)?;
         region.control().init();
         let prefaulted = if prefault_pages { PREFAULTED } else { 0 };
         // Relaxed: read by attachers after the handle reached them, as the ident.
@@ -154,6 +138,34 @@ impl Region {
         layout.write_ident(&region.header().ident);
         region.join()?;
         Ok(region)
+    }
+
+    /// A region over a mapped pool, not yet joined (it owns nothing and
+    /// leaves nothing until `join` succeeds).
+    fn assemble(
+        map: MmapRaw,
+        fd: OwnedFd,
+        layout: Layout,
+        name: Option<String>,
+        unlink_on_drop: bool,
+    ) -> Result<Region> {
+        let fork_generation = crate::fork::generation_at_birth();
+        let witness = Witness::open(fd.as_fd(), fork_generation)?;
+        Ok(Region {
+            map,
+            fd,
+            layout,
+            name,
+            unlink_on_drop,
+            pid: current_pid(),
+            holders: holders(layout.count),
+            me: None,
+            witness,
+            fork_generation,
+            recovered: Default::default(),
+            last_sweep: Default::default(),
+            born: std::time::Instant::now(),
+        })
     }
 
     /// Claims a participant entry under a liveness lock.
@@ -213,27 +225,11 @@ impl Region {
             .st_size;
         let size = usize::try_from(size)
             .map_err(|_| Error::Corrupt(format!("shared object has negative size {size}")))?;
-        let page = page_size();
-        let head_len = core::mem::size_of::<Header>();
-        if size < head_len {
-            return Err(Error::Corrupt(format!(
-                "shared object holds {size} bytes, less than the {head_len}-byte header"
-            )));
-        }
-        let peek = MmapOptions::new()
-            .len(head_len)
-            .map_raw_read_only(&fd)
-            .map_err(|e| Error::io("mmap (header)", e))?;
-        // SAFETY: `peek` maps `head_len` = size_of::<Header>() bytes and is
-        // page-aligned (align 128 suffices); every field is an atomic, valid
-        // for any bit pattern, and we only load from them (the mapping is
-        // read-only); the reference dies with `peek` at the end of this scope.
-        let header = unsafe { &*peek.as_ptr().cast::<Header>() };
-        let layout = Layout::validate(&header.ident, size, page)?;
+        let peeked = peek_header(&fd, size)?;
+        let layout = peeked.layout;
         // Populate only what the creator faulted in: populating a lazy pool
         // would allocate every page here instead of where it is written.
-        let populate = header.life.prefaulted.load(Ordering::Relaxed) == PREFAULTED;
-        drop(peek);
+        let populate = peeked.prefaulted;
         let mut options = MmapOptions::new();
         options.len(layout.total_len);
         if populate {
@@ -247,29 +243,53 @@ impl Region {
                 layout.total_len
             )));
         }
-        let fork_generation = crate::fork::generation_at_birth();
-        let witness = Witness::open(fd.as_fd(), fork_generation)?;
-        let mut region = Region {
-            map,
-            fd,
-            layout,
-            name,
-            unlink_on_drop: false,
-            pid: current_pid(),
-            holders: holders(layout.count),
-            me: None,
-            witness,
-            fork_generation,
-            recovered: Default::default(),
-            last_sweep: Default::default(),
-            born: std::time::Instant::now(),
-        };
+        let mut region = Region::assemble(map, fd, layout, name, false)?;
         region.join()?;
         // Whoever died before we came is recovered now, not at the first
         // full pool.
         region.sweep();
         Ok(region)
     }
+}
+
+/// What a pool's header says, once validated.
+pub(crate) struct Peeked {
+    /// The geometry, recomputed locally and compared field by field.
+    pub(crate) layout: Layout,
+    /// The layout version the header names (the one this build speaks).
+    pub(crate) version: u32,
+    /// Whether the creator faulted every page in.
+    pub(crate) prefaulted: bool,
+}
+
+/// Validates the header of a shared object of `size` bytes through a small
+/// read-only mapping of the header alone, as `attach` and the inspector
+/// both do: [`Error::Incompatible`] for a foreign object or another layout
+/// version, [`Error::Corrupt`] for a header that disagrees with itself or
+/// with `size`. Never panics, whatever the object holds.
+pub(crate) fn peek_header(fd: &OwnedFd, size: usize) -> Result<Peeked> {
+    let head_len = core::mem::size_of::<Header>();
+    if size < head_len {
+        return Err(Error::Corrupt(format!(
+            "shared object holds {size} bytes, less than the {head_len}-byte header"
+        )));
+    }
+    let peek = MmapOptions::new()
+        .len(head_len)
+        .map_raw_read_only(fd)
+        .map_err(|e| Error::io("mmap (header)", e))?;
+    // SAFETY: `peek` maps `head_len` = size_of::<Header>() bytes of an object
+    // at least that long, page-aligned (align 128 suffices); every field is
+    // an atomic, valid for any bit pattern; `Layout::validate` and we only
+    // make Relaxed loads of at most 8 bytes, which Rust allows on read-only
+    // memory (see `core::sync::atomic`); the reference dies before `peek`.
+    let header = unsafe { &*peek.as_ptr().cast::<Header>() };
+    let layout = Layout::validate(&header.ident, size, page_size())?;
+    Ok(Peeked {
+        layout,
+        version: header.ident.version.load(Ordering::Relaxed),
+        prefaulted: header.life.prefaulted.load(Ordering::Relaxed) == PREFAULTED,
+    })
 }
 
 /// Faults in every page of a fresh mapping, once.

@@ -140,6 +140,7 @@ pub struct Life {
 }
 
 /// [`Life::prefaulted`] value of a pool whose creator faulted its pages in.
+#[cfg_attr(loom, allow(dead_code))]
 pub const PREFAULTED: u32 = 1;
 
 /// [`Life::shutdown`] value after `shutdown_arena`.

@@ -328,9 +328,13 @@ impl<'a> Control<'a> {
     pub fn reclaimed(&self) -> u64 {
         // Acquire pairs with `count_reclaim`'s Release CAS (O7): a monitor
         // that sees a count sees the segment free.
+        self.reclaimed_with(Ordering::Acquire)
+    }
+
+    fn reclaimed_with(&self, order: Ordering) -> u64 {
         self.descs
             .iter()
-            .map(|d| d.reclaims.load(Ordering::Acquire) >> RECLAIM_EPOCH_BITS)
+            .map(|d| d.reclaims.load(order) >> RECLAIM_EPOCH_BITS)
             .fold(0u64, u64::wrapping_add)
     }
 
@@ -970,20 +974,10 @@ impl<'a> Control<'a> {
     /// mapping of the control area can be inspected with it (`inspect`).
     pub fn stats(&self) -> Stats {
         let life = &self.hdr.life;
-        let tail = self.hdr.tail.load(Ordering::Relaxed);
-        let head = self.hdr.head.load(Ordering::Relaxed);
-        let published = if head.wrapping_sub(tail) as i64 > 0 {
-            head
-        } else {
-            tail
-        };
+        let (published, head) = self.ring.published_with(Ordering::Relaxed);
         let mut s = Stats {
             published,
-            reclaimed: self
-                .descs
-                .iter()
-                .map(|d| d.reclaims.load(Ordering::Relaxed) >> RECLAIM_EPOCH_BITS)
-                .fold(0u64, u64::wrapping_add),
+            reclaimed: self.reclaimed_with(Ordering::Relaxed),
             generation: life.generation.load(Ordering::Relaxed),
             shutdown: life.shutdown.load(Ordering::Relaxed) == SHUT_DOWN,
             recovered_participants: life.recovered_participants.load(Ordering::Relaxed),

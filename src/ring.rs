@@ -132,13 +132,20 @@ impl<'a> Ring<'a> {
     /// whose publisher's `tail` advance is visible.
     pub fn published(&self) -> u64 {
         // Acquire pairs with `advance` (O4 in docs/protocol.md).
-        let tail = self.tail.load(Ordering::Acquire);
-        let head = self.head.load(Ordering::Acquire);
-        if head.wrapping_sub(tail) as i64 > 0 {
+        self.published_with(Ordering::Acquire).0
+    }
+
+    /// `(published, head)` read with `order`: monitors on a read-only
+    /// mapping use `Relaxed`.
+    pub fn published_with(&self, order: Ordering) -> (u64, u64) {
+        let tail = self.tail.load(order);
+        let head = self.head.load(order);
+        let published = if head.wrapping_sub(tail) as i64 > 0 {
             head
         } else {
             tail
-        }
+        };
+        (published, head)
     }
 
     /// Publishes segment `seg` at `epoch`: the next ticket, and whether a

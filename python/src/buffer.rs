@@ -20,6 +20,7 @@
 
 use crate::pool::{Attached, Held};
 use crate::writer::Lease;
+use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -46,6 +47,8 @@ struct RawBuffer {
 
 /// `PyBUF_SIMPLE`: one contiguous run of bytes, no format, no shape.
 const PYBUF_SIMPLE: c_int = 0;
+/// `PyBUF_FULL_RO`: any layout at all (strides, suboffsets, format).
+const PYBUF_FULL_RO: c_int = 0x0100 | 0x0010 | 0x0008 | 0x0004;
 /// `Py_bf_getbuffer` as numbered before 3.15 (abi3 builds use the old numbers).
 const PY_BF_GETBUFFER: c_int = 1;
 
@@ -62,6 +65,19 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
+/// An export of `obj` with `flags`, or the exception its type raised.
+fn export(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<RawBuffer> {
+    let mut raw = MaybeUninit::<RawBuffer>::zeroed();
+    // SAFETY: `obj` is a live object (we hold the GIL through `Bound`), `raw`
+    // has `Py_buffer`'s layout; on success CPython filled it and holds an
+    // export of `obj` until `PyBuffer_Release`, which the caller owes.
+    if unsafe { PyObject_GetBuffer(obj.as_ptr(), raw.as_mut_ptr(), flags) } != 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    // SAFETY: filled by the successful call above.
+    Ok(unsafe { raw.assume_init() })
+}
+
 /// A contiguous bytes-like object's memory, exported for as long as this
 /// value lives. Not `Send`: it is released (which needs the GIL) where it was
 /// taken.
@@ -71,18 +87,26 @@ pub(crate) struct Source {
 
 impl Source {
     /// Exports `obj` as plain contiguous bytes: `TypeError` if it is not
-    /// bytes-like, `BufferError` if it is not contiguous.
+    /// bytes-like, `BufferError` if it is but not C-contiguous (whichever
+    /// exception its type raises for that: NumPy says `ValueError`,
+    /// memoryview `BufferError`).
     pub(crate) fn new(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
-        let mut raw = MaybeUninit::<RawBuffer>::zeroed();
-        // SAFETY: `obj` is a live object (we hold the GIL through `Bound`),
-        // `raw` has `Py_buffer`'s layout; on success CPython filled it and
-        // holds an export of `obj` until `PyBuffer_Release`.
-        if unsafe { PyObject_GetBuffer(obj.as_ptr(), raw.as_mut_ptr(), PYBUF_SIMPLE) } != 0 {
-            return Err(PyErr::fetch(obj.py()));
+        match export(obj, PYBUF_SIMPLE) {
+            Ok(raw) => Ok(Source { raw }),
+            Err(refused) => match export(obj, PYBUF_FULL_RO) {
+                Ok(mut strided) => {
+                    // SAFETY: a successful export, released once, here.
+                    unsafe { PyBuffer_Release(&mut strided) };
+                    Err(PyBufferError::new_err(format!(
+                        "write_binary needs a C-contiguous bytes-like object, and this {} is \
+                         not contiguous ({refused}): pass a contiguous copy \
+                         (numpy.ascontiguousarray(x), tensor.contiguous(), bytes(x))",
+                        obj.get_type().name()?
+                    )))
+                }
+                Err(_) => Err(refused),
+            },
         }
-        // SAFETY: filled by the successful call above.
-        let raw = unsafe { raw.assume_init() };
-        Ok(Source { raw })
     }
 
     /// Start of the bytes.

@@ -5,9 +5,11 @@
 //! waits and large copies). Every protocol decision is the crate's.
 
 mod buffer;
+mod cell;
 mod errors;
 mod pool;
 mod reader;
+mod token;
 mod writer;
 
 use pyo3::prelude::*;

@@ -4,26 +4,34 @@
 //! forked from the one that made the attachment does not use it: on first
 //! use there, the pool attaches again through the memfd the child inherited
 //! (same fd number), so the child's writers are recorded as the child's.
+//! The attachment sits in a [`GilCell`], not a lock, so a thread busy with
+//! the pool when another one forks cannot leave the child stuck.
 
 use crate::buffer::{Keeper, memoryview};
-use crate::errors::{closed, to_py};
+use crate::cell::GilCell;
+use crate::errors::{closed, size_arg, to_py};
 use crate::reader::Reader;
 use crate::writer::Writer;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use segpool::{PoolHandle, SegmentPool, Unit};
-use std::sync::{Arc, Mutex, MutexGuard};
+use segpool::{Error, PoolHandle, SegmentPool, Unit};
+use std::io::ErrorKind;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One process's attachment to the pool.
 pub(crate) struct Attached {
     pub(crate) pool: SegmentPool,
+    /// The one crate reader of this attachment: every Python `Reader` of it
+    /// shares its set of units taken on the way to another unit's id.
+    pub(crate) reader: segpool::Reader,
 }
 
 impl Attached {
     fn new(pool: SegmentPool) -> Arc<Attached> {
-        Arc::new(Attached { pool })
+        let reader = pool.open_reader();
+        Arc::new(Attached { pool, reader })
     }
 
     /// Whether this process inherited the attachment through `fork`: then
@@ -72,41 +80,91 @@ pub(crate) fn timeout_from_secs(secs: f64) -> PyResult<Duration> {
     })
 }
 
+/// The error for a pool that could not be created: a size the machine
+/// cannot back or map at all is a `ValueError` that says what to change.
+fn creation_error(e: Error, segment_size: usize, count: usize) -> PyErr {
+    match e {
+        Error::Io { op, source }
+            if matches!(
+                source.kind(),
+                ErrorKind::OutOfMemory | ErrorKind::FileTooLarge | ErrorKind::InvalidInput
+            ) =>
+        {
+            PyValueError::new_err(format!(
+                "invalid SharedMemorySegmentPool configuration: {count} segments of \
+                 {segment_size} bytes cannot be mapped in this process ({op}: {source}); make \
+                 segment_size or count smaller"
+            ))
+        }
+        other => to_py(other),
+    }
+}
+
 /// The native pool. `segpool.SharedMemorySegmentPool` wraps it and adds
 /// pickling.
 #[pyclass(module = "segpool._segpool", frozen)]
 pub struct Pool {
     /// `None` once closed.
-    state: Mutex<Option<Arc<Attached>>>,
+    state: GilCell<Option<Arc<Attached>>>,
     segment_size: usize,
     count: usize,
     acquire_timeout: f64,
 }
 
 impl Pool {
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<Attached>>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn with_attached(attached: Arc<Attached>, acquire_timeout: f64) -> Pool {
+        Pool {
+            segment_size: attached.pool.segment_size(),
+            count: attached.pool.count(),
+            state: GilCell::new(Some(attached)),
+            acquire_timeout,
+        }
     }
 
     /// This process's attachment: attaches again first if this process was
-    /// forked from the one holding the current attachment.
-    pub(crate) fn attached(&self) -> PyResult<Arc<Attached>> {
-        let mut state = self.lock();
-        let current = state.as_ref().ok_or_else(closed)?;
+    /// forked from the one holding the current attachment. `what` names the
+    /// call for the error on a closed pool.
+    pub(crate) fn attached(&self, py: Python<'_>, what: &str) -> PyResult<Arc<Attached>> {
+        let current = self.state.get(py).ok_or_else(|| closed(what))?;
         if !current.is_inherited() {
-            return Ok(current.clone());
+            return Ok(current);
         }
         // The child inherited the memfd under the same number: attach again
-        // through it. The inherited attachment stays alive for units and
-        // views still holding it, which are inert here.
-        let fresh = Attached::new(SegmentPool::attach(&current.pool.handle()).map_err(to_py)?);
-        *state = Some(fresh.clone());
-        Ok(fresh)
+        // through it, without the GIL (it maps the pool). The inherited
+        // attachment stays alive for units and views still holding it,
+        // which are inert here.
+        let handle = current.pool.handle();
+        let fresh = Attached::new(py.detach(|| SegmentPool::attach(&handle)).map_err(to_py)?);
+        // Another thread may have attached (or closed) meanwhile: the first
+        // attachment stored wins, and the others are dropped outside.
+        let (kept, spare) = self.state.with(py, |state| match state {
+            Some(now) if Arc::ptr_eq(now, &current) => {
+                let old = state.replace(fresh.clone());
+                (Some(fresh), old)
+            }
+            Some(now) if !now.is_inherited() => (Some(now.clone()), Some(fresh)),
+            _ => (None, Some(fresh)),
+        });
+        drop(spare);
+        kept.ok_or_else(|| closed(what))
+    }
+
+    /// Whether `close()` was called in this process.
+    pub(crate) fn is_closed(&self, py: Python<'_>) -> bool {
+        self.state.with(py, |s| s.is_none())
     }
 
     /// The configured timeout.
     pub(crate) fn acquire_timeout(&self) -> f64 {
         self.acquire_timeout
+    }
+
+    /// How the pool shows in the reprs of its endpoints.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "SharedMemorySegmentPool(segment_size={}, count={})",
+            self.segment_size, self.count
+        )
     }
 }
 
@@ -115,30 +173,35 @@ impl Pool {
     /// Creates a pool of `count` segments of `segment_size` bytes.
     #[new]
     #[pyo3(signature = (segment_size, count, acquire_timeout = 60.0, prefault = false))]
-    fn new(segment_size: i64, count: i64, acquire_timeout: f64, prefault: bool) -> PyResult<Pool> {
-        if segment_size <= 0 {
-            return Err(PyValueError::new_err(format!(
-                "segment_size must be positive (the bytes of the largest unit), got {segment_size}"
-            )));
+    fn new(
+        py: Python<'_>,
+        segment_size: &Bound<'_, PyAny>,
+        count: &Bound<'_, PyAny>,
+        acquire_timeout: f64,
+        prefault: bool,
+    ) -> PyResult<Pool> {
+        let segment_size = size_arg(segment_size, "segment_size")?;
+        let count = size_arg(count, "count")?;
+        if segment_size == 0 {
+            return Err(PyValueError::new_err(
+                "segment_size must be positive (the bytes of the largest unit), got 0",
+            ));
         }
-        if count <= 0 {
-            return Err(PyValueError::new_err(format!(
-                "count must be positive (how many units may be in flight), got {count}"
-            )));
+        if count == 0 {
+            return Err(PyValueError::new_err(
+                "count must be positive (how many units may be in flight), got 0",
+            ));
         }
         let timeout = timeout_from_secs(acquire_timeout)?;
-        let (segment_size, count) = (segment_size as usize, count as usize);
-        let pool = SegmentPool::builder(segment_size, count)
+        let builder = SegmentPool::builder(segment_size, count)
             .acquire_timeout(timeout)
-            .prefault(prefault)
-            .build()
-            .map_err(to_py)?;
-        Ok(Pool {
-            state: Mutex::new(Some(Attached::new(pool))),
-            segment_size,
-            count,
-            acquire_timeout,
-        })
+            .prefault(prefault);
+        // Without the GIL: prefaulting touches every page (about 0.6 s per
+        // GiB), and other threads should run meanwhile.
+        let pool = py
+            .detach(|| builder.build())
+            .map_err(|e| creation_error(e, segment_size, count))?;
+        Ok(Pool::with_attached(Attached::new(pool), acquire_timeout))
     }
 
     /// Attaches to a pool through `fd`, a descriptor of its memfd that this
@@ -167,23 +230,18 @@ impl Pool {
                 pool.segment_size()
             )));
         }
-        Ok(Pool {
-            state: Mutex::new(Some(Attached::new(pool))),
-            segment_size,
-            count,
-            acquire_timeout,
-        })
+        Ok(Pool::with_attached(Attached::new(pool), acquire_timeout))
     }
 
     /// The memfd's descriptor number in this process (for pickling).
-    fn _fd(&self) -> PyResult<i32> {
-        handle_fd(&self.attached()?.pool.handle())
+    fn _fd(&self, py: Python<'_>) -> PyResult<i32> {
+        handle_fd(&self.attached(py, "pickling")?.pool.handle())
     }
 
     /// Bytes of the whole shared object (the handle's `len`).
     #[getter]
-    fn _total_len(&self) -> PyResult<u64> {
-        Ok(self.attached()?.pool.handle().len())
+    fn _total_len(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.attached(py, "pickling")?.pool.handle().len())
     }
 
     #[getter]
@@ -202,32 +260,32 @@ impl Pool {
     }
 
     #[getter]
-    fn published(&self) -> PyResult<u64> {
-        Ok(self.attached()?.pool.published())
+    fn published(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.attached(py, "published")?.pool.published())
     }
 
     #[getter]
-    fn reclaimed(&self) -> PyResult<u64> {
-        Ok(self.attached()?.pool.reclaimed())
+    fn reclaimed(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.attached(py, "reclaimed")?.pool.reclaimed())
     }
 
     #[getter]
-    fn generation(&self) -> PyResult<u32> {
-        Ok(self.attached()?.pool.generation())
+    fn generation(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.attached(py, "generation")?.pool.generation())
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        self.lock().is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.is_closed(py)
     }
 
     #[getter]
-    fn is_shutdown(&self) -> PyResult<bool> {
-        Ok(self.attached()?.pool.is_shutdown())
+    fn is_shutdown(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.attached(py, "is_shutdown")?.pool.is_shutdown())
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.attached()?.pool.stats();
+        let s = self.attached(py, "stats()")?.pool.stats();
         let d = PyDict::new(py);
         d.set_item("published", s.published)?;
         d.set_item("reclaimed", s.reclaimed)?;
@@ -242,25 +300,24 @@ impl Pool {
         Ok(d)
     }
 
-    fn shutdown_arena(&self) -> PyResult<()> {
-        if self.lock().is_none() {
+    fn shutdown_arena(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_closed(py) {
             return Ok(());
         }
-        self.attached()?.pool.shutdown_arena();
+        self.attached(py, "shutdown_arena()")?.pool.shutdown_arena();
         Ok(())
     }
 
-    fn close(&self) -> PyResult<()> {
-        self.shutdown_arena()?;
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.shutdown_arena(py)?;
         // Views, writers and readers still alive keep the mapping.
-        drop(self.lock().take());
+        drop(self.state.replace(py, None));
         Ok(())
     }
 
-    fn unlink(&self) -> PyResult<()> {
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
         // A memfd has no name: nothing to remove. Kept for named pools.
-        let attached = self.lock().clone();
-        match attached {
+        match self.state.get(py) {
             Some(a) => a.pool.unlink().map_err(to_py),
             None => Ok(()),
         }
@@ -276,9 +333,9 @@ impl Pool {
 
     /// A writable memoryview over the whole of segment `index`.
     fn _segment<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
-        let attached = self.attached()?;
+        let attached = self.attached(py, "_segment()")?;
         let (ptr, len) = attached.pool.segment_raw(index).map_err(|_| {
-            pyo3::exceptions::PyIndexError::new_err(format!(
+            PyIndexError::new_err(format!(
                 "segment index {index} out of range: the pool has {} segments",
                 self.count
             ))

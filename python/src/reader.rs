@@ -1,69 +1,97 @@
 //! `Reader`: the consumer endpoint SPDL's parent restores through.
 //!
-//! Envelopes reach the parent in the order units were committed, so the
-//! reader takes the next unit from the publish ring on the first
-//! `read_binary` or `end_unit` of each envelope, and checks the envelope
-//! against it rather than pairing the wrong bytes.
+//! Each envelope names its unit: the offsets and the span in it are tokens
+//! that carry the unit's id (see [`crate::token`]). So the reader takes
+//! exactly that unit from the pool (the crate's `recv_id`), whatever order
+//! units were committed and envelopes arrived in, from any number of
+//! writers; anything that does not add up raises `ArenaDesyncError`.
 
 use crate::buffer::{Keeper, memoryview};
-use crate::errors::{ArenaDesyncError, to_py};
+use crate::cell::GilCell;
+use crate::errors::{ArenaDesyncError, size_arg, to_py};
 use crate::pool::{Attached, Held, Pool};
+use crate::token;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
+use segpool::UnitId;
 use std::sync::Arc;
 
+/// The unit of the envelope being restored.
+struct Current {
+    id: UnitId,
+    held: Held,
+}
+
 /// Reader endpoint: hands out zero-copy views of each unit's binaries.
-#[pyclass(module = "segpool._segpool")]
+#[pyclass(module = "segpool", frozen)]
 pub struct Reader {
     pool: Py<Pool>,
-    endpoint: Option<(Arc<Attached>, segpool::Reader)>,
-    /// The unit of the envelope being restored.
-    current: Option<Held>,
+    /// Changed only with the GIL held (see [`GilCell`]).
+    current: GilCell<Option<Current>>,
 }
 
 impl Reader {
     pub(crate) fn new(pool: &Bound<'_, Pool>) -> PyResult<Reader> {
-        let attached = pool.get().attached()?;
-        let reader = attached.pool.open_reader();
+        pool.get().attached(pool.py(), "open_reader()")?;
         Ok(Reader {
             pool: pool.clone().unbind(),
-            endpoint: Some((attached, reader)),
-            current: None,
+            current: GilCell::new(None),
         })
     }
 
-    /// The unit of the current envelope, taken from the ring if not yet.
-    fn current(&mut self) -> PyResult<&Held> {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|held| held.attached.is_inherited())
-        {
+    /// The unit named `id` out of the pool, via this process's attachment.
+    fn take(&self, py: Python<'_>, id: UnitId, what: &str) -> PyResult<Held> {
+        let attached: Arc<Attached> = self.pool.get().attached(py, what)?;
+        match attached.reader.recv_id(id).map_err(to_py)? {
+            Some(unit) => Ok(Held::new(unit, attached)),
+            None => Err(ArenaDesyncError::new_err(format!(
+                "{what}: the pool has no committed unit {:#x} for this envelope: it was already \
+                 ended (an envelope restored twice?), it belongs to another pool, or another \
+                 process took it",
+                id.to_bits()
+            ))),
+        }
+    }
+
+    /// Runs `f` on the unit `id`, making it the current one if it is not:
+    /// `ArenaDesyncError` if another envelope's unit is open.
+    fn with_unit<T>(
+        &self,
+        py: Python<'_>,
+        id: UnitId,
+        what: &str,
+        f: impl FnOnce(&Held) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let open = self.current.with(py, |c| match c {
             // A half-read unit inherited through fork is the parent's: never
             // hand out views of it here (dropping it frees nothing).
-            self.current = None;
+            Some(cur) if cur.held.attached.is_inherited() => (c.take(), None),
+            Some(cur) => (None, Some(cur.id)),
+            None => (None, None),
+        });
+        match open.1 {
+            Some(open) if open != id => {
+                return Err(ArenaDesyncError::new_err(format!(
+                    "{what}: this envelope names unit {:#x}, but the envelope of unit {:#x} is \
+                     still open (read_binary without end_unit): end it with end_unit(its span), \
+                     or call reset() to drop it",
+                    id.to_bits(),
+                    open.to_bits()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let held = self.take(py, id, what)?;
+                self.current.with(py, |c| *c = Some(Current { id, held }));
+            }
         }
-        if self.current.is_none() {
-            let (attached, reader) = match &self.endpoint {
-                Some((a, r)) if !a.is_inherited() => (a.clone(), r.clone()),
-                _ => {
-                    let attached = self.pool.get().attached()?;
-                    let reader = attached.pool.open_reader();
-                    self.endpoint = Some((attached.clone(), reader.clone()));
-                    (attached, reader)
-                }
-            };
-            // The worker committed the unit before it sent the envelope, so
-            // the unit is published by now: no wait.
-            let unit = reader.try_recv().map_err(to_py)?.ok_or_else(|| {
-                ArenaDesyncError::new_err(
-                    "an envelope arrived but the pool has no published unit for it: envelopes \
-                     and units are out of step (did another reader take units from this pool, \
-                     or was the envelope produced by a different pool?)",
-                )
-            })?;
-            self.current = Some(Held::new(unit, attached));
-        }
-        Ok(self.current.as_ref().expect("set above"))
+        // The unit stays in the cell; a clone of its handle serves `f`.
+        let held = self.current.with(py, |c| {
+            c.as_ref()
+                .map(|cur| Held::new(cur.held.unit.clone(), cur.held.attached.clone()))
+        });
+        f(&held.expect("set above"))
     }
 }
 
@@ -77,59 +105,117 @@ impl Reader {
 
     /// Prepares for a new iteration: forgets a half-read unit. Views from
     /// earlier iterations stay valid; queued units are not dropped.
-    fn reset(&mut self) {
-        self.current = None;
+    fn reset(&self, py: Python<'_>) {
+        let old = self.current.replace(py, None);
+        drop(old);
     }
 
-    /// A writable memoryview of `nbytes` at `offset` in the current unit,
-    /// aliasing shared memory. The unit's segment returns to the pool when
-    /// the last view derived from it (slices, arrays, tensors) is collected.
+    /// A writable memoryview of `nbytes` at `offset` (a token from
+    /// `write_binary`) in the unit it names, aliasing shared memory. The
+    /// unit's segment returns to the pool when the last view derived from it
+    /// (slices, arrays, tensors) is collected.
     fn read_binary<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
-        offset: usize,
-        nbytes: usize,
+        offset: &Bound<'py, PyAny>,
+        nbytes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let held = self.current()?;
-        let view = held.unit.view(offset, nbytes).map_err(|_| {
-            ArenaDesyncError::new_err(format!(
-                "read_binary({offset}, {nbytes}) runs past the current unit (ticket {}, {} \
-                 bytes): this envelope does not belong to that unit",
-                held.unit.ticket(),
-                held.unit.len()
-            ))
-        })?;
+        let (id, offset) = token::parse_offset(offset)?;
+        let nbytes = size_arg(nbytes, "nbytes")?;
+        self.with_unit(py, id, "read_binary()", |held| {
+            let view = held.unit.view(offset, nbytes).map_err(|_| {
+                ArenaDesyncError::new_err(format!(
+                    "read_binary(): {nbytes} bytes at offset {offset} run past unit {:#x} ({} \
+                     bytes): this envelope does not describe that unit",
+                    id.to_bits(),
+                    held.unit.len()
+                ))
+            })?;
+            let (base, _) = held
+                .attached
+                .pool
+                .segment_raw(view.segment())
+                .map_err(to_py)?;
+            // SAFETY: a received unit starts at offset 0 of its segment and
+            // `view` checked `offset + nbytes <= len <= segment_size`, so the
+            // range lies inside the segment.
+            let ptr = unsafe { base.as_ptr().add(offset) };
+            let keeper = Keeper::Unit(Held::new(view, held.attached.clone()));
+            // SAFETY: the keeper holds a view of the unit, so the segment
+            // stays HELD (no writer is handed it) and mapped while the
+            // memoryview lives.
+            unsafe { memoryview(py, keeper, ptr, nbytes) }
+        })
+    }
+
+    /// Ends the unit the span (a token from `commit_unit`) names, taking it
+    /// from the pool if it had no read. Its segment is reclaimed once no view
+    /// of it is left and every anchor in `pinned` has been collected.
+    #[pyo3(signature = (span, pinned = None))]
+    fn end_unit(
+        &self,
+        py: Python<'_>,
+        span: &Bound<'_, PyAny>,
+        pinned: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let id = token::parse_span(span)?;
+        self.with_unit(py, id, "end_unit()", |_| Ok(()))?;
+        let Current { held, .. } = self
+            .current
+            .replace(py, None)
+            .expect("with_unit left the unit open");
+        let Some(pinned) = pinned.filter(|p| !p.is_none()) else {
+            return Ok(());
+        };
+        // SPDL's contract: the region stays reserved until every anchor is
+        // released, even one that holds no view of ours (an array made over
+        // the view's address). Each anchor gets a keeper of the unit that a
+        // `weakref.finalize` lets go of when the anchor is collected.
+        let finalize = py.import("weakref")?.getattr("finalize")?;
+        let pinned = PyList::new(py, pinned.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
         let (base, _) = held
             .attached
             .pool
-            .segment_raw(view.segment())
+            .segment_raw(held.unit.segment())
             .map_err(to_py)?;
-        // SAFETY: a received unit starts at offset 0 of its segment and
-        // `view` checked `offset + nbytes <= len <= segment_size`, so the
-        // range lies inside the segment.
-        let ptr = unsafe { base.as_ptr().add(offset) };
-        let keeper = Keeper::Unit(Held::new(view, held.attached.clone()));
-        // SAFETY: the keeper holds a view of the unit, so the segment stays
-        // HELD (no writer is handed it) and mapped while the memoryview lives.
-        unsafe { memoryview(py, keeper, ptr, nbytes) }
-    }
-
-    /// Ends the current envelope's unit (taking it from the ring if it had no
-    /// read). The segment is reclaimed once no view of it is left; `pinned`
-    /// is accepted for SPDL's protocol, the views themselves keep the unit.
-    #[pyo3(signature = (span, pinned = None))]
-    fn end_unit(&mut self, span: usize, pinned: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let _ = pinned;
-        self.current()?;
-        let held = self.current.take().expect("taken above");
-        if held.unit.len() != span {
-            return Err(ArenaDesyncError::new_err(format!(
-                "the envelope says its unit spans {span} bytes, but the next published unit \
-                 (ticket {}) spans {}: envelopes and units are out of step",
-                held.unit.ticket(),
-                held.unit.len()
-            )));
+        for (i, anchor) in pinned.iter().enumerate() {
+            let keeper = Keeper::Unit(Held::new(held.unit.clone(), held.attached.clone()));
+            // SAFETY: a zero-length view at the segment's start, which the
+            // keeper keeps HELD and mapped; nothing is read or written
+            // through it.
+            let token = unsafe { memoryview(py, keeper, base.as_ptr(), 0)? };
+            finalize
+                .call1((&anchor, token.getattr("release")?))
+                .map_err(|e| {
+                    if e.is_instance_of::<PyTypeError>(py) {
+                        PyTypeError::new_err(format!(
+                            "end_unit(): pinned[{i}], a {}, cannot be weakly referenced, so the \
+                             pool cannot tell when it is released: pin the array or tensor \
+                             that holds the view instead",
+                            anchor
+                                .get_type()
+                                .name()
+                                .map_or_else(|_| "?".to_string(), |n| n.to_string())
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
         }
         Ok(())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let pool = self.pool.get().describe();
+        let open = self
+            .current
+            .with(py, |c| c.as_ref().map(|cur| (cur.id, cur.held.unit.len())));
+        match open {
+            Some((id, len)) => format!(
+                "<segpool.Reader of {pool}: restoring unit {:#x}, {len} bytes>",
+                id.to_bits()
+            ),
+            None => format!("<segpool.Reader of {pool}: no unit open>"),
+        }
     }
 }

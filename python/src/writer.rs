@@ -1,17 +1,15 @@
 //! `Writer`: the producer endpoint SPDL's worker writes through.
 
 use crate::buffer::{Keeper, Source, memoryview};
-use crate::errors::{timeout, to_py};
+use crate::cell::GilCell;
+use crate::errors::{closed, size_arg, timeout, to_py};
 use crate::pool::{Attached, Pool};
+use crate::token;
 use pyo3::exceptions::{PyBufferError, PyRuntimeError};
 use pyo3::prelude::*;
-use segpool::{Error, UnitWriter};
-use std::sync::{Arc, Mutex};
+use segpool::{Error, UnitId, UnitWriter};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long one blocked wait lasts before the GIL is taken back to look for
-/// signals: Ctrl-C interrupts a blocked `begin_unit` within this.
-const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// Copies at least this big run with the GIL released.
 const DETACHED_COPY: usize = 256 << 10;
@@ -19,90 +17,178 @@ const DETACHED_COPY: usize = 256 << 10;
 /// The unit being written, shared with the loans `reserve` handed out: it is
 /// aborted when the writer and every loan let go of it without a commit.
 pub(crate) struct Lease {
-    unit: Mutex<Option<UnitWriter>>,
+    unit: GilCell<Option<UnitWriter>>,
+    id: UnitId,
     attached: Arc<Attached>,
 }
 
 impl Lease {
-    fn with<T>(&self, f: impl FnOnce(&mut UnitWriter) -> T) -> T {
-        let mut unit = self.unit.lock().unwrap_or_else(|e| e.into_inner());
-        f(unit
-            .as_mut()
-            .expect("a lease holds its unit until committed"))
+    fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&mut UnitWriter) -> T) -> T {
+        self.unit.with(py, |unit| {
+            f(unit
+                .as_mut()
+                .expect("a lease holds its unit until committed"))
+        })
     }
 }
 
-/// A raw source pointer that may cross into a GIL-free closure: the buffer
-/// export it points into outlives the closure (the `Source` stays on the
-/// calling thread's stack).
-struct SendPtr(*const u8);
-// SAFETY: only read inside `Python::detach`, while the `Source` that keeps
-// the memory exported is alive on the caller's stack.
-unsafe impl Send for SendPtr {}
+/// A raw pointer that may cross into a GIL-free closure.
+struct SendPtr<T>(*mut T);
+// SAFETY: only dereferenced inside `Python::detach` by the copy below, while
+// what it points into is kept alive and unaliased by the caller (see there).
+unsafe impl<T> Send for SendPtr<T> {}
 
-/// Writer endpoint: opens units, copies or lends binaries into them, and
-/// publishes them in order. Use it from one thread.
-#[pyclass(module = "segpool._segpool")]
-pub struct Writer {
-    pool: Py<Pool>,
+/// A call that is using the writer, and from which process (a writer that a
+/// thread was using when another thread forked is not in use in the child).
+#[derive(Clone, Copy)]
+struct Busy {
+    pid: u32,
+    what: &'static str,
+}
+
+/// The writer's state, changed only with the GIL held (see [`GilCell`]).
+#[derive(Default)]
+struct State {
     endpoint: Option<(Arc<Attached>, segpool::Writer)>,
     unit: Option<Arc<Lease>>,
+    /// Set while a call runs (some of them without the GIL).
+    busy: Option<Busy>,
+}
+
+/// Writer endpoint: opens units, copies or lends binaries into them, and
+/// publishes them. Use it from one thread at a time.
+#[pyclass(module = "segpool", frozen)]
+pub struct Writer {
+    pool: Py<Pool>,
+    state: GilCell<State>,
+}
+
+/// Marks the writer busy for the length of one call.
+struct Call<'a, 'py> {
+    writer: &'a Writer,
+    py: Python<'py>,
+}
+
+impl Drop for Call<'_, '_> {
+    fn drop(&mut self) {
+        self.writer.state.with(self.py, |s| s.busy = None);
+    }
 }
 
 impl Writer {
     pub(crate) fn new(pool: &Bound<'_, Pool>) -> PyResult<Writer> {
-        let attached = pool.get().attached()?;
-        let writer = attached.pool.open_writer();
+        let attached = pool.get().attached(pool.py(), "open_writer()")?;
+        let writer = attached.pool.open_writer().interruptible(true);
         Ok(Writer {
             pool: pool.clone().unbind(),
-            endpoint: Some((attached, writer)),
-            unit: None,
+            state: GilCell::new(State {
+                endpoint: Some((attached, writer)),
+                ..State::default()
+            }),
         })
+    }
+
+    /// Starts call `what`: refuses while another thread is in a call on this
+    /// writer, and forgets what a fork left behind (the unit being written
+    /// belongs to the parent: the crate keeps it inert here).
+    fn enter<'a, 'py>(&'a self, py: Python<'py>, what: &'static str) -> PyResult<Call<'a, 'py>> {
+        let pid = std::process::id();
+        let (inherited, refused) = self.state.with(py, |s| {
+            if let Some(busy) = s.busy.filter(|b| b.pid == pid) {
+                return (None, Some(busy));
+            }
+            let forked =
+                s.busy.is_some() || s.unit.as_ref().is_some_and(|l| l.attached.is_inherited());
+            let inherited = forked.then(|| std::mem::take(s));
+            s.busy = Some(Busy { pid, what });
+            (inherited, None)
+        });
+        drop(inherited);
+        if let Some(busy) = refused {
+            return Err(PyRuntimeError::new_err(format!(
+                "{what}: this Writer is in use by another thread (in {}): a Writer serves one \
+                 thread at a time. Give each thread its own writer (pool.open_writer()), or \
+                 serialize the calls with a lock",
+                busy.what
+            )));
+        }
+        Ok(Call { writer: self, py })
+    }
+
+    /// The pool, refusing if it was closed in this process.
+    fn open_pool(&self, py: Python<'_>, what: &str) -> PyResult<&Pool> {
+        let pool = self.pool.get();
+        if pool.is_closed(py) {
+            return Err(closed(what));
+        }
+        Ok(pool)
     }
 
     /// The crate writer for this process (a fresh one after a fork).
-    fn endpoint(&mut self) -> PyResult<(Arc<Attached>, segpool::Writer)> {
-        match &self.endpoint {
-            Some((a, w)) if !a.is_inherited() => Ok((a.clone(), w.clone())),
-            _ => {
-                let attached = self.pool.get().attached()?;
-                let writer = attached.pool.open_writer();
-                self.endpoint = Some((attached.clone(), writer.clone()));
-                Ok((attached, writer))
-            }
+    fn endpoint(&self, py: Python<'_>) -> PyResult<(Arc<Attached>, segpool::Writer)> {
+        let current = self.state.with(py, |s| s.endpoint.clone());
+        if let Some((a, w)) = current.filter(|(a, _)| !a.is_inherited()) {
+            return Ok((a, w));
         }
+        let attached = self.pool.get().attached(py, "begin_unit()")?;
+        let writer = attached.pool.open_writer().interruptible(true);
+        let fresh = (attached, writer);
+        let old = self.state.with(py, |s| s.endpoint.replace(fresh.clone()));
+        drop(old);
+        Ok(fresh)
     }
 
-    fn open(&self, what: &str) -> PyResult<Arc<Lease>> {
-        self.unit.clone().ok_or_else(|| {
-            PyRuntimeError::new_err(format!("{what} outside a unit: call begin_unit() first"))
+    /// The open unit; `RuntimeError` outside one.
+    fn lease(&self, py: Python<'_>, what: &str) -> PyResult<Arc<Lease>> {
+        self.state.with(py, |s| s.unit.clone()).ok_or_else(|| {
+            PyRuntimeError::new_err(format!(
+                "{what} outside a unit: call begin_unit() first (a unit begun before this \
+                 process forked belongs to the parent)"
+            ))
         })
+    }
+
+    /// Reserves `nbytes` in the open unit: the offset in the segment, and
+    /// the address of those bytes in this process.
+    fn claim(&self, py: Python<'_>, lease: &Lease, nbytes: usize) -> PyResult<(usize, *mut u8)> {
+        // `advance` moves the unit's cursor past the bytes without lending
+        // them as a slice: the copy and the loans use raw pointers only.
+        let (offset, seg) = lease.with(py, |unit| {
+            let offset = unit.advance(nbytes).map_err(to_py)?;
+            Ok::<_, PyErr>((offset, unit.segment()))
+        })?;
+        let (base, _) = lease.attached.pool.segment_raw(seg).map_err(to_py)?;
+        // SAFETY: the crate just reserved `offset..offset + nbytes` inside
+        // the segment (`offset + nbytes <= segment_size`), so the address is
+        // inside segment `seg` of the mapping `lease.attached` keeps alive.
+        Ok((offset, unsafe { base.as_ptr().add(offset) }))
     }
 }
 
-/// Waits for a free segment in slices, checking for signals between them.
-/// `secs` may be infinite (wait as long as it takes).
+/// Waits for a free segment with the GIL released, for `secs` (may be
+/// infinite). The wait sleeps until a segment comes free, the deadline, or
+/// a signal: a signal ends the crate's wait with `Interrupted`, the handlers
+/// run here (Ctrl-C raises `KeyboardInterrupt`), and the wait goes on with
+/// the time left. Nothing wakes it periodically.
 fn wait_for_segment(py: Python<'_>, writer: &segpool::Writer, secs: f64) -> PyResult<UnitWriter> {
     let deadline = Duration::try_from_secs_f64(secs)
         .ok()
         .and_then(|d| Instant::now().checked_add(d));
     loop {
-        let slice = match deadline {
-            Some(deadline) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(timeout(secs));
-                }
-                (deadline - now).min(WAIT_SLICE)
-            }
-            None => WAIT_SLICE,
+        let left = match deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
         };
-        match py.detach(|| writer.begin_unit_timeout(slice)) {
+        if left.is_zero() {
+            // (A zero timeout would mean "do not wait" to the crate.)
+            return Err(timeout(secs));
+        }
+        match py.detach(|| writer.begin_unit_timeout(left)) {
             Ok(unit) => return Ok(unit),
-            Err(Error::Timeout(_)) => {}
+            Err(Error::Interrupted) => py.check_signals()?,
+            Err(Error::Timeout(_)) => return Err(timeout(secs)),
             Err(e) => return Err(to_py(e)),
         }
-        py.check_signals()?;
     }
 }
 
@@ -110,20 +196,25 @@ fn wait_for_segment(py: Python<'_>, writer: &segpool::Writer, secs: f64) -> PyRe
 impl Writer {
     /// Prepares for a new iteration: aborts a unit left open. Units already
     /// published stay queued, and restored views stay valid.
-    fn reset(&mut self) {
-        self.unit = None;
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        let _call = self.enter(py, "reset()")?;
+        let old = self.state.with(py, |s| s.unit.take());
+        drop(old);
+        Ok(())
     }
 
     /// Claims a free segment for a new unit, waiting up to `acquire_timeout`
     /// (GIL released; Ctrl-C interrupts). `BufferError` if none can be had.
-    fn begin_unit(&mut self, py: Python<'_>) -> PyResult<()> {
-        if self.unit.is_some() {
+    fn begin_unit(&self, py: Python<'_>) -> PyResult<()> {
+        let _call = self.enter(py, "begin_unit()")?;
+        let pool = self.open_pool(py, "begin_unit()")?;
+        if self.state.with(py, |s| s.unit.is_some()) {
             return Err(PyRuntimeError::new_err(
                 "begin_unit() while a unit is open: call commit_unit() or abort_unit() first",
             ));
         }
-        let (attached, writer) = self.endpoint()?;
-        let secs = self.pool.get().acquire_timeout();
+        let (attached, writer) = self.endpoint(py)?;
+        let secs = pool.acquire_timeout();
         let unit = if secs == 0.0 {
             writer.begin_unit_timeout(Duration::ZERO).map_err(to_py)?
         } else {
@@ -132,104 +223,115 @@ impl Writer {
                 None => wait_for_segment(py, &writer, secs)?,
             }
         };
-        self.unit = Some(Arc::new(Lease {
-            unit: Mutex::new(Some(unit)),
+        let lease = Arc::new(Lease {
+            id: unit.id(),
+            unit: GilCell::new(Some(unit)),
             attached,
-        }));
+        });
+        self.state.with(py, |s| s.unit = Some(lease));
         Ok(())
     }
 
     /// Copies a contiguous bytes-like object into the unit at the next
-    /// 64-byte-aligned offset; returns `(offset, nbytes)`.
-    fn write_binary(
-        &mut self,
-        py: Python<'_>,
-        data: &Bound<'_, PyAny>,
-    ) -> PyResult<(usize, usize)> {
-        let lease = self.open("write_binary()")?;
+    /// 64-byte-aligned offset; returns `(offset, nbytes)`, the offset being
+    /// an opaque token that names the unit.
+    fn write_binary(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<(u128, usize)> {
+        let _call = self.enter(py, "write_binary()")?;
+        self.open_pool(py, "write_binary()")?;
+        let lease = self.lease(py, "write_binary()")?;
         let src = Source::new(data)?;
         let n = src.len();
-        let from = SendPtr(src.as_ptr());
-        lease.with(|unit| {
-            let (offset, dst) = unit.reserve(n).map_err(to_py)?;
-            if n == 0 {
-                return Ok((offset, 0));
-            }
-            let copy = move || {
-                let from = from;
-                // SAFETY: `from` points at `n` readable bytes (the `Source`
-                // export lives until after this call); `dst` is `n` bytes of
-                // the unit's segment, ours alone until commit. They may
-                // overlap (the source can be a view of this very segment,
-                // `pool._segment(i)`), so a memmove, not a memcpy.
-                unsafe { std::ptr::copy(from.0, dst.as_mut_ptr(), n) }
-            };
-            if n >= DETACHED_COPY {
-                py.detach(copy);
-            } else {
-                copy();
-            }
-            Ok((offset, n))
-        })
+        let (offset, dst) = self.claim(py, &lease, n)?;
+        let (from, to) = (SendPtr(src.as_ptr().cast_mut()), SendPtr(dst));
+        let copy = move || {
+            let (from, to) = (from, to);
+            // SAFETY: `from` points at `n` readable bytes, exported by `src`
+            // until it drops after this call; `to` at the `n` bytes the crate
+            // just reserved in this unit's segment, which is this unit's
+            // alone until commit (and `lease`, held here, keeps the unit
+            // open and the mapping alive). Raw pointers only, and a memmove:
+            // the source may be a view of this very segment
+            // (`pool._segment(i)`), so the two ranges may overlap.
+            unsafe { std::ptr::copy(from.0.cast_const(), to.0, n) }
+        };
+        if n >= DETACHED_COPY {
+            py.detach(copy);
+        } else {
+            copy();
+        }
+        drop(src);
+        Ok((token::offset(lease.id, offset), n))
     }
 
     /// The loan call: reserves `nbytes` at the next 64-byte-aligned offset
     /// and returns `(offset, memoryview)` to fill in place. Release the
     /// memoryview (and arrays made from it) before `commit_unit()`.
     fn reserve<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
-        nbytes: usize,
-    ) -> PyResult<(usize, Bound<'py, PyAny>)> {
-        let lease = self.open("reserve()")?;
-        let (offset, seg) = lease.with(|unit| {
-            let (offset, _) = unit.reserve(nbytes).map_err(to_py)?;
-            Ok::<_, PyErr>((offset, unit.segment()))
-        })?;
-        let (base, _) = lease.attached.pool.segment_raw(seg).map_err(to_py)?;
-        // SAFETY: `offset + nbytes <= segment_size` (the crate just reserved
-        // it), so the range lies in segment `seg` of the mapping the lease's
-        // attachment keeps alive; the segment is this unit's alone until
-        // commit, which refuses while this loan lives.
-        let ptr = unsafe { base.as_ptr().add(offset) };
-        // SAFETY: as above; the keeper holds the lease, so the segment stays
-        // this unit's for as long as the memoryview can be used.
+        nbytes: &Bound<'py, PyAny>,
+    ) -> PyResult<(u128, Bound<'py, PyAny>)> {
+        let _call = self.enter(py, "reserve()")?;
+        self.open_pool(py, "reserve()")?;
+        let nbytes = size_arg(nbytes, "nbytes")?;
+        let lease = self.lease(py, "reserve()")?;
+        let (offset, ptr) = self.claim(py, &lease, nbytes)?;
+        let id = lease.id;
+        // SAFETY: `ptr` is the `nbytes` the crate just reserved in this
+        // unit's segment, inside the mapping the lease's attachment keeps
+        // alive; the keeper holds the lease, so the segment stays this
+        // unit's (commit refuses while a loan lives) for as long as the
+        // memoryview can be used.
         let view = unsafe { memoryview(py, Keeper::Loan(lease), ptr, nbytes)? };
-        Ok((offset, view))
+        Ok((token::offset(id, offset), view))
     }
 
-    /// Publishes the unit; returns its span (the bytes it covers).
-    fn commit_unit(&mut self) -> PyResult<usize> {
-        let lease = self.open("commit_unit()")?;
-        self.unit = None;
-        match Arc::try_unwrap(lease) {
-            Ok(lease) => {
-                let unit = lease.unit.lock().unwrap_or_else(|e| e.into_inner()).take();
-                unit.expect("a lease holds its unit until committed")
-                    .commit_unit()
-                    .map_err(to_py)
-            }
-            Err(lease) => {
-                let loans = Arc::strong_count(&lease) - 1;
-                self.unit = Some(lease);
-                Err(PyBufferError::new_err(format!(
-                    "{loans} memoryview(s) from reserve() still alive: release them (del them and \
-                     any arrays made from them, or call .release()) before commit_unit(), so \
-                     nothing can write the unit once it is published"
-                )))
-            }
+    /// Publishes the unit; returns its span, an opaque token that names it.
+    fn commit_unit(&self, py: Python<'_>) -> PyResult<u64> {
+        let _call = self.enter(py, "commit_unit()")?;
+        self.open_pool(py, "commit_unit()")?;
+        let lease = self.lease(py, "commit_unit()")?;
+        let loans = Arc::strong_count(&lease) - 2; // ours and the state's
+        if loans > 0 {
+            return Err(PyBufferError::new_err(format!(
+                "{loans} memoryview(s) from reserve() still alive: release them (del them and \
+                 any arrays made from them, or call .release()) before commit_unit(), so \
+                 nothing can write the unit once it is published"
+            )));
         }
+        let unit = lease.unit.replace(py, None);
+        let old = self.state.with(py, |s| s.unit.take());
+        drop(old);
+        let unit = unit.expect("a lease holds its unit until committed");
+        unit.commit_unit().map_err(to_py)?;
+        Ok(token::span(lease.id))
     }
 
     /// Discards the unit being written; its segment goes back to the pool
     /// (once loans from `reserve()`, if any, are released).
-    fn abort_unit(&mut self) {
-        self.unit = None;
+    fn abort_unit(&self, py: Python<'_>) -> PyResult<()> {
+        let _call = self.enter(py, "abort_unit()")?;
+        let old = self.state.with(py, |s| s.unit.take());
+        drop(old);
+        Ok(())
     }
 
     /// Bytes the open unit spans so far (0 outside a unit).
     #[getter]
-    fn unit_len(&self) -> usize {
-        self.unit.as_ref().map_or(0, |l| l.with(|u| u.len()))
+    fn unit_len(&self, py: Python<'_>) -> usize {
+        let lease = self.state.with(py, |s| s.unit.clone());
+        lease.map_or(0, |l| l.with(py, |u| u.len()))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let pool = self.pool.get().describe();
+        let lease = self.state.with(py, |s| s.unit.clone());
+        match lease {
+            Some(l) => {
+                let (seg, len) = l.with(py, |u| (u.segment(), u.len()));
+                format!("<segpool.Writer of {pool}: writing a unit in segment {seg}, {len} bytes>")
+            }
+            None => format!("<segpool.Writer of {pool}: no unit open>"),
+        }
     }
 }

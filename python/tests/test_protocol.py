@@ -32,9 +32,15 @@ def arena():
 def test_a_unit_round_trips(make_pool):
     pool = make_pool()
     writer, reader = pool.open_writer(), pool.open_reader()
-    (a, b), span = put(writer, b"first binary", bytes(range(200)))
-    assert a == (0, 12) and b == (64, 200)
-    assert span == 264
+    writer.begin_unit()
+    a = writer.write_binary(b"first binary")
+    b = writer.write_binary(bytes(range(200)))
+    assert writer.unit_len == 264  # 12 bytes, padding to 64, then 200
+    span = writer.commit_unit()
+    # Offsets and span are opaque tokens that name the unit; the sizes are
+    # plain, and offsets keep the alignment of the place they name.
+    assert a[1] == 12 and b[1] == 200 and a[0] % 64 == 0 and b[0] % 64 == 0
+    assert 0 <= span < 2**64  # SPDL packs the span as an unsigned 64-bit int
     assert bytes(reader.read_binary(*a)) == b"first binary"
     assert bytes(reader.read_binary(*b)) == bytes(range(200))
     reader.end_unit(span, [])
@@ -169,8 +175,8 @@ def test_a_unit_larger_than_a_segment_is_refused_not_truncated(make_pool, arena)
     first = writer.write_binary(b"a" * 4000)
     with pytest.raises(BufferError, match="Increase SharedMemorySegmentPool segment_size"):
         writer.write_binary(b"b" * 100)  # 4032 + 100 > 4096
+    assert writer.unit_len == 4000
     span = writer.commit_unit()
-    assert span == 4000
     assert bytes(reader.read_binary(*first)) == b"a" * 4000
     reader.end_unit(span, [])
     # Through SPDL's _offload: the unit is aborted, nothing is published.
@@ -259,7 +265,9 @@ def test_discard_accounts_for_an_unread_envelope(make_pool, arena):
 def test_invalid_configurations_raise_value_error():
     with pytest.raises(ValueError, match="segment_size must be positive"):
         segpool.SharedMemorySegmentPool(0, 4)
-    with pytest.raises(ValueError, match="count must be positive"):
+    with pytest.raises(ValueError, match="count must be a non-negative integer, got -1"):
         segpool.SharedMemorySegmentPool(4096, -1)
     with pytest.raises(ValueError, match="acquire_timeout"):
         segpool.SharedMemorySegmentPool(4096, 4, acquire_timeout=-1)
+    with pytest.raises(TypeError):
+        segpool.SharedMemorySegmentPool("4096", 4)

@@ -21,7 +21,8 @@ kernel frees with the last process holding it (nothing in ``/dev/shm``).
 from __future__ import annotations
 
 import os
-from multiprocessing import reduction
+from multiprocessing import context, reduction
+from types import TracebackType
 from typing import Any
 
 from ._segpool import ArenaDesyncError, Pool as _Pool, Reader, SegmentBuffer, Writer
@@ -51,7 +52,12 @@ class SharedMemorySegmentPool:
     The pool pickles: under ``spawn`` and ``forkserver`` its memfd travels
     with multiprocessing's descriptor passing; under ``fork`` the child
     inherits it and attaches again on first use. Units and views a forked
-    child inherited are inert there: dropping them frees nothing.
+    child inherited are inert there: dropping them frees nothing. Pickled
+    anywhere else (a queue, an executor's call), it is a reference: it
+    parks nothing, and any process of the same user may load it, any number
+    of times, while this process keeps the pool open.
+
+    ``with pool:`` closes and unlinks it at the end of the block.
 
     Args:
         segment_size: Size of each segment in bytes. Must be at least as large
@@ -71,11 +77,11 @@ class SharedMemorySegmentPool:
             the pool's creation.
 
     Raises:
-        ValueError: ``segment_size`` or ``count`` not positive, or
-            ``acquire_timeout`` negative.
+        ValueError: ``segment_size`` or ``count`` not positive, a pool too
+            large to map, or ``acquire_timeout`` negative.
     """
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_pool", "__weakref__")
 
     def __init__(
         self,
@@ -90,21 +96,32 @@ class SharedMemorySegmentPool:
     # -- crossing processes ------------------------------------------------
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # DupFd hands the memfd to the child being spawned (spawn and
-        # forkserver pass it along with the process), or, outside a process
-        # start, serves it once through multiprocessing's resource sharer.
-        # The geometry travels in the pickle and is checked on arrival.
         p = self._pool
-        return (
-            _attach,
-            (
-                reduction.DupFd(p._fd()),
-                p.segment_size,
-                p.count,
-                p.acquire_timeout,
-                p._total_len,
-            ),
-        )
+        fd = p._fd()
+        st = os.fstat(fd)
+        args = ((st.st_dev, st.st_ino), p.segment_size, p.count, p.acquire_timeout, p._total_len)
+        if context.get_spawning_popen() is not None:
+            # Pickled for a process being started (spawn, forkserver): the
+            # memfd travels with the start itself.
+            return (_from_descriptor, (reduction.DupFd(fd), *args))
+        # Anywhere else, a reference to this process's descriptor, which the
+        # loader opens again through /proc: nothing is parked for a load that
+        # may never come (multiprocessing's resource sharer would keep the
+        # memory alive until this process exits), and it loads any number of
+        # times.
+        return (_from_process, (os.getpid(), fd, *args))
+
+    def __enter__(self) -> SharedMemorySegmentPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        self.unlink()
 
     # -- SPDL's arena protocol ---------------------------------------------
 
@@ -204,16 +221,67 @@ class SharedMemorySegmentPool:
         )
 
 
-def _attach(
-    dupfd: Any, segment_size: int, count: int, acquire_timeout: float, total_len: int
+def _from_descriptor(
+    dupfd: Any,
+    ident: tuple[int, int],
+    segment_size: int,
+    count: int,
+    acquire_timeout: float,
+    total_len: int,
 ) -> SharedMemorySegmentPool:
-    """Rebuild a pickled pool: attach through the received memfd."""
+    """Rebuild a pool pickled for a process start: attach through the memfd
+    that came with it."""
     fd = dupfd.detach()
     try:
-        native = _Pool._attach(fd, segment_size, count, acquire_timeout, total_len)
+        return _attached(fd, ident, segment_size, count, acquire_timeout, total_len, "")
     finally:
         # Attaching opened the memfd again through /proc; this copy is spent.
         os.close(fd)
+
+
+def _from_process(
+    pid: int,
+    fd: int,
+    ident: tuple[int, int],
+    segment_size: int,
+    count: int,
+    acquire_timeout: float,
+    total_len: int,
+) -> SharedMemorySegmentPool:
+    """Rebuild a pool pickled by reference: open the pickling process's
+    descriptor again through /proc."""
+    where = f"process {pid} (fd {fd})"
+    try:
+        own = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise ValueError(_gone(where, e.strerror or str(e))) from e
+    try:
+        return _attached(own, ident, segment_size, count, acquire_timeout, total_len, where)
+    finally:
+        os.close(own)
+
+
+def _attached(
+    fd: int,
+    ident: tuple[int, int],
+    segment_size: int,
+    count: int,
+    acquire_timeout: float,
+    total_len: int,
+    where: str,
+) -> SharedMemorySegmentPool:
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != ident:
+        raise ValueError(_gone(where or f"fd {fd}", "that descriptor now names another file"))
     pool = SharedMemorySegmentPool.__new__(SharedMemorySegmentPool)
-    pool._pool = native
+    pool._pool = _Pool._attach(fd, segment_size, count, acquire_timeout, total_len)
     return pool
+
+
+def _gone(where: str, why: str) -> str:
+    return (
+        f"cannot load this pickled SharedMemorySegmentPool: the pool it refers to is no longer "
+        f"open in {where}: {why}. A pool pickled outside a process start is a reference, valid "
+        f"while the process that pickled it keeps the pool open: load it sooner, or pass the "
+        f"pool to the process as an argument (multiprocessing.Process, iterate_in_subprocess)"
+    )

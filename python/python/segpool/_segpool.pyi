@@ -1,6 +1,17 @@
-"""Type stubs for segpool's native module (``segpool._segpool``)."""
+"""Type stubs for segpool's native module (``segpool._segpool``).
 
-from typing import ClassVar, Final
+``Writer`` and ``Reader`` satisfy SPDL's ``ArenaWriterProtocol`` and
+``ArenaReaderProtocol``, so ``iterate_in_subprocess(fn, arena=pool)``
+type-checks with a ``segpool.SharedMemorySegmentPool``.
+"""
+
+import sys
+from typing import Final
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
 
 __version__: Final[str]
 
@@ -15,7 +26,8 @@ class SegmentBuffer:
     instantiable from Python."""
 
 class Writer:
-    """Writer endpoint (the worker side). Use it from one thread."""
+    """Writer endpoint (the worker side). Use it from one thread at a time:
+    a call while another thread is in one raises :py:exc:`RuntimeError`."""
 
     def reset(self) -> None:
         """Prepare for a new iteration: abort a unit left open. Units already
@@ -32,26 +44,37 @@ class Writer:
             RuntimeError: a unit is already open.
         """
 
-    def write_binary(self, data: bytes | bytearray | memoryview) -> tuple[int, int]:
-        """Copy one contiguous bytes-like object into the open unit.
+    def write_binary(self, data: Buffer) -> tuple[int, int]:
+        """Copy one C-contiguous bytes-like object (bytes, bytearray,
+        memoryview, a NumPy array, ...) into the open unit.
 
         Returns:
-            ``(offset, nbytes)``: ``offset`` is 64-byte aligned within the
-            segment; pass both to :py:meth:`Reader.read_binary`.
+            ``(offset, nbytes)``: ``offset`` is an opaque token that names
+            the unit and the 64-byte-aligned place in it; pass both,
+            unchanged, to :py:meth:`Reader.read_binary`.
 
         Raises:
             BufferError: the unit would exceed ``segment_size`` (nothing is
-                written; the unit stays open).
+                written; the unit stays open), or ``data`` is not
+                C-contiguous.
+            TypeError: ``data`` is not bytes-like.
         """
 
     def reserve(self, nbytes: int) -> tuple[int, memoryview]:
         """The loan call: reserve ``nbytes`` at the next 64-byte-aligned
         offset and return ``(offset, memoryview)`` to fill in place (decode
         straight into it, e.g. through ``np.frombuffer``). Release the view,
-        and arrays made from it, before :py:meth:`commit_unit`."""
+        and arrays made from it, before :py:meth:`commit_unit`. The offset is
+        an opaque token, as from :py:meth:`write_binary`.
+
+        Raises:
+            ValueError: ``nbytes`` is negative.
+            BufferError: the unit would exceed ``segment_size``.
+        """
 
     def commit_unit(self) -> int:
-        """Publish the unit; return its span (the bytes it covers).
+        """Publish the unit; return its span, an opaque token that names the
+        unit (an unsigned 64-bit integer) for :py:meth:`Reader.end_unit`.
 
         Raises:
             BufferError: views from :py:meth:`reserve` are still alive (the
@@ -67,32 +90,40 @@ class Writer:
         """Bytes the open unit spans so far (0 outside a unit)."""
 
 class Reader:
-    """Reader endpoint (the parent side)."""
+    """Reader endpoint (the parent side). Each envelope names its unit, so
+    units from any number of writers, arriving in any order, are each read
+    from their own segment."""
 
-    zero_copy: ClassVar[bool]
+    zero_copy: bool
     """Always ``True``: :py:meth:`read_binary` returns live views of shared memory."""
 
     def reset(self) -> None:
         """Prepare for a new iteration; views from earlier ones stay valid."""
 
-    def read_binary(self, offset: int, nbytes: int) -> memoryview:
-        """A writable memoryview of ``nbytes`` at ``offset`` in the current
-        envelope's unit (taken from the pool in commit order on the first
-        read). The segment returns to the pool when the last view derived
-        from the unit is collected.
+    def read_binary(self, offset: int, nbytes: int) -> memoryview[bytes]:
+        """A writable memoryview of ``nbytes`` at ``offset`` (a token from
+        :py:meth:`Writer.write_binary`) in the unit the token names. The
+        segment returns to the pool when the last view derived from the unit
+        is collected.
 
         Raises:
-            ArenaDesyncError: no unit is published for this envelope, or the
-                range runs past the unit.
+            ArenaDesyncError: the offset is no token of this package, the
+                pool has no committed unit it names (ended already, or
+                another pool's), another envelope's unit is still open, or
+                the range runs past the unit.
+            ValueError: ``nbytes`` is negative.
         """
 
     def end_unit(self, span: int, pinned: list[object] | None = None) -> None:
-        """End the current envelope's unit (taking it from the pool if it had
-        no read). ``pinned`` is accepted for SPDL's protocol; the views keep
-        the unit alive by themselves.
+        """End the unit ``span`` (a token from :py:meth:`Writer.commit_unit`)
+        names, taking it from the pool if it had no read. Its segment stays
+        reserved while any view of it lives and until every anchor in
+        ``pinned`` has been collected, then returns to the pool.
 
         Raises:
-            ArenaDesyncError: ``span`` disagrees with the unit.
+            ArenaDesyncError: the pool has no committed unit ``span`` names,
+                or another envelope's unit is still open.
+            TypeError: an anchor in ``pinned`` cannot be weakly referenced.
         """
 
 class Pool:

@@ -14,8 +14,7 @@ out=$(realpath -m "${1:-python/dist}")
 tools=${TOOLS:-target/py-tools}
 
 [ -x "$tools/bin/python" ] || python3 -m venv "$tools"
-"$tools/bin/python" -m pip install -q --upgrade pip
-"$tools/bin/python" -m pip install -q "maturin>=1.5,<2" ziglang auditwheel
+"$tools/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" ziglang auditwheel
 
 rm -rf "$out" && mkdir -p "$out"
 # --zig links through zig's glibc 2.17 stubs, so the extension needs no

@@ -78,7 +78,7 @@ impl Drop for Call<'_, '_> {
 impl Writer {
     pub(crate) fn new(pool: &Bound<'_, Pool>) -> PyResult<Writer> {
         let attached = pool.get().attached(pool.py(), "open_writer()")?;
-        let writer = attached.pool.open_writer().interruptible(true);
+        let writer = attached.pool.open_writer().interruptible(true).spin(false);
         Ok(Writer {
             pool: pool.clone().unbind(),
             state: GilCell::new(State {
@@ -131,7 +131,7 @@ impl Writer {
             return Ok((a, w));
         }
         let attached = self.pool.get().attached(py, "begin_unit()")?;
-        let writer = attached.pool.open_writer().interruptible(true);
+        let writer = attached.pool.open_writer().interruptible(true).spin(false);
         let fresh = (attached, writer);
         let old = self.state.with(py, |s| s.endpoint.replace(fresh.clone()));
         drop(old);

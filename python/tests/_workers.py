@@ -63,3 +63,31 @@ def slow_endless():
         time.sleep(0.01)
         yield item(i, 1 << 14)
         i += 1
+
+
+def torch_items(n: int = 6):
+    """Tensors of several dtypes and layouts (torch imported in the worker)."""
+    import torch
+
+    for i in range(n):
+        base = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64) + i
+        yield {
+            "index": i,
+            "image": base,
+            "strided": base[:, ::2],  # non-contiguous: the handler copies it once
+            "labels": torch.full((4096,), i, dtype=torch.int64),
+            "mask": torch.arange(8192) % (i + 2) == 0,
+            "pixels": torch.full((3, 64, 64), i, dtype=torch.uint8),
+        }
+
+
+def torch_check(got: dict, i: int) -> None:
+    import torch
+
+    base = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64) + i
+    assert got["index"] == i
+    assert torch.equal(got["image"], base)
+    assert torch.equal(got["strided"], base[:, ::2])
+    assert torch.equal(got["labels"], torch.full((4096,), i, dtype=torch.int64))
+    assert torch.equal(got["mask"], torch.arange(8192) % (i + 2) == 0)
+    assert got["pixels"].shape == (3, 64, 64) and int(got["pixels"].max()) == i

@@ -81,8 +81,25 @@ def spdl_usable() -> str | None:
     return None
 
 
+# CI sets these where the dependency is installed, so that a broken install
+# fails the run instead of skipping tests quietly.
+REQUIRE_SPDL = os.environ.get("SEGPOOL_REQUIRE_SPDL") == "1"
+REQUIRE_TORCH = os.environ.get("SEGPOOL_REQUIRE_TORCH") == "1"
+
+
 def require_spdl() -> None:
     """Skip the calling test module where SPDL's arena cannot run."""
     why = spdl_usable()
+    if why and REQUIRE_SPDL:
+        pytest.fail(f"SEGPOOL_REQUIRE_SPDL=1, but {why}", pytrace=False)
     if why:
         pytest.skip(why, allow_module_level=True)
+
+
+def require_torch():
+    """torch, or a skip of the calling module where it is not installed."""
+    if REQUIRE_TORCH:
+        import torch
+
+        return torch
+    return pytest.importorskip("torch")

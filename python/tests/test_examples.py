@@ -8,15 +8,22 @@ import subprocess
 import sys
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT_README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
-def blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def python_section(text: str) -> str:
+    """The "## Python" section of the repository's README."""
+    return text.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_readme_examples_run():
-    found = blocks()
-    assert found, "python/README.md has no python example"
+    found = blocks(README.read_text())
+    found += blocks(python_section(ROOT_README.read_text()))
+    assert len(found) >= 3, "python/README.md or README.md's Python section lost its examples"
     from conftest import spdl_usable
 
     for code in found:

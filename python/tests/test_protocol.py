@@ -10,7 +10,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import put, spdl_usable
+from conftest import put, require_spdl
 
 import segpool
 
@@ -18,9 +18,7 @@ import segpool
 @pytest.fixture
 def arena():
     """SPDL's own offload and restore (the tests that use it skip without it)."""
-    why = spdl_usable()
-    if why:
-        pytest.skip(why)
+    require_spdl()
     from spdl.pipeline._arena._offload import _discard, _offload, _restore
     from spdl.pipeline._arena._registry import _default_registry
 

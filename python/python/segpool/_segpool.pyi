@@ -6,12 +6,19 @@ type-checks with a ``segpool.SharedMemorySegmentPool``.
 """
 
 import sys
-from typing import Final
+from typing import Any, Final, Protocol
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
 else:
     from typing_extensions import Buffer
+
+class _ArrayInterface(Protocol):
+    """A NumPy array (or scalar) as its stubs describe it before Python 3.12,
+    where they do not declare the buffer protocol they implement."""
+
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
 
 __version__: Final[str]
 
@@ -44,7 +51,7 @@ class Writer:
             RuntimeError: a unit is already open.
         """
 
-    def write_binary(self, data: Buffer) -> tuple[int, int]:
+    def write_binary(self, data: Buffer | _ArrayInterface) -> tuple[int, int]:
         """Copy one C-contiguous bytes-like object (bytes, bytearray,
         memoryview, a NumPy array, ...) into the open unit.
 

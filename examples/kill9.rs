@@ -973,7 +973,7 @@ impl Run<'_> {
     fn buried(&mut self, mut kid: Kid, status: ExitStatus, by: By, asleep: bool) {
         let phase = self.board.get(self.slot(kid.role), kid.inc);
         let start = Instant::now();
-        let r = self.pool.recover_dead();
+        let r = self.pool.recover_dead().expect("recover_dead");
         let took = start.elapsed();
         self.report.max_recovery = self.report.max_recovery.max(took);
         self.report.total_recovery += took;
@@ -1118,7 +1118,7 @@ impl Run<'_> {
         }
         // Every child is dead and reaped. Recover whatever is left (the
         // deaths above were recovered one by one; this must find nothing).
-        let r = self.pool.recover_dead();
+        let r = self.pool.recover_dead().expect("recover_dead");
         if r.participants != 0 {
             self.report
                 .failures

@@ -96,6 +96,25 @@ pub enum Error {
     )]
     Forked,
 
+    /// A blocked call of an [`interruptible`](crate::Writer::interruptible)
+    /// endpoint was interrupted by a signal: look at the signal (a Python
+    /// binding runs its handlers), then call again with the time left.
+    #[error("a blocked wait was interrupted by a signal; call again to keep waiting")]
+    Interrupted,
+
+    /// This process's liveness lock on the pool is gone: a descriptor the
+    /// pool opened for itself was closed behind its back (`close_range`,
+    /// Python's `os.closerange`, a `dup2` over it), so the kernel told every
+    /// peer this process was dead, and they may have taken back its
+    /// segments. Nothing more is written or read through this attachment.
+    #[error(
+        "this process's liveness lock on the pool was released (a descriptor the pool \
+         opened was closed behind its back, e.g. by close_range, os.closerange or dup2), \
+         so peers may have taken back its segments; attach the pool again, and do not \
+         close descriptors you did not open"
+    )]
+    WitnessLost,
+
     /// Every entry of the participant table is taken by a live process.
     #[error(
         "too many processes have this pool open (at most {max}); close the pool in \

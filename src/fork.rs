@@ -1,4 +1,5 @@
-//! The fork guard: handles a process inherited through `fork` are inert.
+//! The fork guard: handles a process inherited through `fork` are inert,
+//! and no lock or thread of segpool's is split by a `fork`.
 //!
 //! `fork` copies every `Unit`, `UnitWriter` and pool of the parent into the
 //! child, but not the parent's ownership of their segments: the parent still
@@ -14,40 +15,128 @@
 //! [`Error::Forked`](crate::Error::Forked). The check costs one relaxed load
 //! of a process-local word on the paths that act on the pool.
 //!
-//! The handler is registered once, when the first region is made. A child
-//! made by a raw `clone` syscall that skips `pthread_atfork` handlers is not
-//! covered; `fork()` from libc, Rust's `Command`, Python's `os.fork` and
-//! `multiprocessing` all run them.
+//! # What `fork` may not split
+//! - **The liveness descriptors** (`crate::liveness`): a descriptor opened
+//!   but not yet registered for the child handler would leak the parent's
+//!   lock into the child for the child's whole life. Opening and
+//!   registering, and unregistering and closing, are each one
+//!   [`unsplit`] section.
+//! - **The death watchers** (`crate::watch`): threads are not copied into a
+//!   child, and a Python parent that forks with a native thread running gets
+//!   CPython's "multi-threaded fork" warning. The prepare handler stops
+//!   every watcher (they restart at the next sleep; the parent handler
+//!   restarts those a sleeping thread still needs).
+//!
+//! `unsplit` sections are guarded by [`GATE`], which the prepare handler
+//! takes and the parent and child handlers release, so a `fork` from any
+//! thread happens between sections, never inside one. Nothing else of
+//! segpool's is locked across a `fork`: an inherited region is inert before
+//! it takes any lock of its own.
+//!
+//! # Registration
+//! The handlers are registered when the library is loaded (an ELF
+//! constructor), not on first use: a `Once` that another thread is running
+//! at the instant of a `fork` would stay "running" forever in the child.
+//! A child made by a raw `clone` syscall that skips `pthread_atfork` handlers
+//! is not covered; `fork()` from libc, Rust's `Command`, Python's `os.fork`
+//! and `multiprocessing` all run them.
 
-use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Bumped in the child of every `fork` (see the module docs).
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-static REGISTER: Once = Once::new();
+/// Whether the handlers are registered (the constructor ran and succeeded).
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Held by a thread inside an [`unsplit`] section, and by a forking thread
+/// from the prepare handler until the parent or child handler.
+static GATE: AtomicBool = AtomicBool::new(false);
 
-/// Runs in the child right after `fork`, before `fork` returns there: only
-/// async-signal-safe work is allowed, and one atomic add is.
+fn lock_gate() {
+    // Acquire pairs with `unlock_gate`'s Release: a section sees what the
+    // previous one (or a fork handler) did. Sections are a few syscalls
+    // long, so yielding is enough.
+    while GATE
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+}
+
+fn unlock_gate() {
+    GATE.store(false, Ordering::Release);
+}
+
+/// Runs `f` so that no `fork` of this process happens while it runs.
+/// `f` must not fork, nor enter another section.
+pub(crate) fn unsplit<T>(f: impl FnOnce() -> T) -> T {
+    struct Unlock;
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            unlock_gate();
+        }
+    }
+    lock_gate();
+    let _unlock = Unlock;
+    f()
+}
+
+/// Before `fork`, in the forking thread: stop the watchers (outside the
+/// gate: a watcher may be dropping the last reference to a region, which
+/// enters a section), then close the gate.
+extern "C" fn prepare() {
+    crate::watch::stop_all_for_fork();
+    lock_gate();
+}
+
+/// After `fork`, in the parent: open the gate, then give a watcher back to
+/// the regions a sleeping thread still needs one for.
+extern "C" fn in_parent() {
+    unlock_gate();
+    crate::watch::restart_after_fork();
+}
+
+/// In the child, before `fork` returns there: only async-signal-safe work
+/// (atomic stores and `close`).
 extern "C" fn in_child() {
     // Relaxed: the child is single-threaded here, and every later load in it
     // is sequenced after this store.
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    // Watcher threads are not copied into the child; the inherited regions
+    // whose watches they were are inert, so nothing of theirs runs here.
     crate::liveness::forget_after_fork();
+    GATE.store(false, Ordering::Relaxed);
 }
 
-/// The current process's fork generation, registering the handler first.
-pub(crate) fn generation_at_birth() -> u64 {
-    REGISTER.call_once(|| {
-        // SAFETY: `in_child` is an `extern "C" fn()` with static lifetime
-        // that only does async-signal-safe work (an atomic add, and `close`
-        // of the fds in `liveness`); the other two handlers are null, which
-        // pthread_atfork allows.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-        // ENOMEM is its only error; without the handler a forked child's
-        // handles would not be inert, so refuse to go on silently.
-        assert_eq!(rc, 0, "pthread_atfork failed: {rc}");
-    });
-    current()
+extern "C" fn register() {
+    // SAFETY: the three handlers are `extern "C" fn()` with static lifetime.
+    // `in_child` does only async-signal-safe work; `prepare` and `in_parent`
+    // run in the forking thread in normal context, where joining and
+    // spawning threads is allowed.
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(in_parent), Some(in_child)) };
+    // ENOMEM is its only error: then every region refuses to be made
+    // (`generation_at_birth`), rather than give a child live handles.
+    REGISTERED.store(rc == 0, Ordering::Release);
+}
+
+/// Registers the handlers when the library is loaded: by the dynamic
+/// loader for a shared object (the Python extension), before `main` for an
+/// executable; single-threaded in both cases as far as segpool is concerned.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static REGISTER: extern "C" fn() = register;
+
+/// The current process's fork generation, for a region being made;
+/// `Err` if the fork handlers could not be registered.
+pub(crate) fn generation_at_birth() -> crate::Result<u64> {
+    // Acquire pairs with `register`'s Release.
+    if !REGISTERED.load(Ordering::Acquire) {
+        return Err(crate::Error::io(
+            "pthread_atfork",
+            std::io::Error::from_raw_os_error(libc::ENOMEM),
+        ));
+    }
+    Ok(current())
 }
 
 /// The fork generation now (one relaxed load).

@@ -6,8 +6,9 @@
 //! - **Absolute deadline**: `FUTEX_WAIT_BITSET` takes an absolute
 //!   `CLOCK_MONOTONIC` time, so a wait interrupted by a signal and retried by
 //!   the caller never stretches the caller's timeout.
-//! - **Errors are values**: `EAGAIN` (the word changed) and `EINTR` read as
-//!   [`Wake::Woken`]; the caller re-checks its condition either way.
+//! - **Errors are values**: `EAGAIN` (the word changed) reads as
+//!   [`Wake::Woken`], `EINTR` as [`Wake::Interrupted`] (so a binding can run
+//!   its signal handlers); the caller re-checks its condition either way.
 //!
 //! Every call is counted (two relaxed increments next to a syscall), so
 //! benchmarks can prove the steady state makes none: see [`futex_calls`].
@@ -51,8 +52,9 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
         match_any,
     ) {
         Err(Errno::TIMEDOUT) => Wake::TimedOut,
-        // EAGAIN: the word moved on; EINTR: a signal. Anything else cannot
-        // happen for a valid, aligned word; the caller's loop re-checks.
+        Err(Errno::INTR) => Wake::Interrupted,
+        // EAGAIN: the word moved on. Anything else cannot happen for a
+        // valid, aligned word; the caller's loop re-checks.
         Ok(()) | Err(_) => Wake::Woken,
     }
 }

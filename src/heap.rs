@@ -2,16 +2,30 @@
 //!
 //! Loom cannot see memory shared between processes, and property tests want
 //! thousands of pools without a syscall each; both drive [`Control`] over
-//! this block. Same code, different home. Liveness is a flag per
-//! participant entry that stands in for the OFD lock of a real pool:
-//! [`HeapControl::join`] takes one, [`HeapControl::kill`] drops it the way
-//! the kernel drops a dead process's lock.
+//! this block. Same code, different home.
+//!
+//! Liveness stands in for the kernel's OFD locks with their real semantics:
+//! a lock is held by an open file *description* ([`Description`]), not by a
+//! thread, so every thread using one description "holds" the locks it took
+//! and may take them again. A process is one description
+//! ([`HeapControl::join`] makes one per participant); [`HeapControl::kill`]
+//! drops its lock the way the kernel drops a dead process's lock. Each
+//! description also carries the recovery turn that `Control::recover_dead`
+//! requires, as a region does.
 
 use crate::error::Result;
 use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, Participant, SegmentDesc};
 use crate::protocol::{Control, Recovered};
-use crate::sync::AtomicU64;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{AtomicU64, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// An open file description of the pool: what holds liveness locks, shared
+/// by the threads of one process.
+#[derive(Debug)]
+pub struct Description {
+    id: usize,
+    turn: Mutex<()>,
+}
 
 /// A control block, a layout, and a stand-in for each entry's lock.
 #[derive(Debug)]
@@ -22,9 +36,14 @@ pub struct HeapControl {
     descs: Box<[SegmentDesc]>,
     ring: Box<[AtomicU64]>,
     layout: Layout,
-    /// Not a loom atomic: liveness comes from outside the protocol (the
-    /// kernel), and a model decides deaths in program order.
-    locks: Box<[AtomicBool]>,
+    /// The description holding each entry's lock (0: none). Not loom
+    /// atomics: liveness comes from outside the protocol (the kernel), and
+    /// a model decides deaths in program order.
+    locks: Box<[AtomicUsize]>,
+    /// Ids for new descriptions (0 means "unlocked").
+    next_description: AtomicUsize,
+    /// The description `recover_dead` uses: a survivor process.
+    survivor: Description,
 }
 
 impl HeapControl {
@@ -42,9 +61,12 @@ impl HeapControl {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             layout,
-            locks: (0..MAX_PARTICIPANTS)
-                .map(|_| AtomicBool::new(false))
-                .collect(),
+            locks: (0..MAX_PARTICIPANTS).map(|_| AtomicUsize::new(0)).collect(),
+            next_description: AtomicUsize::new(2),
+            survivor: Description {
+                id: 1,
+                turn: Mutex::new(()),
+            },
         };
         block.control().init();
         Ok(block)
@@ -67,40 +89,65 @@ impl HeapControl {
         &self.layout
     }
 
-    /// Joins as a new participant ("a process attaches").
+    /// A new open file description ("a process opens the pool").
+    pub fn description(&self) -> Description {
+        Description {
+            id: self.next_description.fetch_add(1, Ordering::SeqCst),
+            turn: Mutex::new(()),
+        }
+    }
+
+    /// Takes entry `i`'s lock through `d`: granted if nobody holds it or
+    /// `d` already does (an OFD lock conflicts only with other descriptions).
+    fn try_lock(&self, d: &Description, i: usize) -> bool {
+        match self.locks[i].compare_exchange(0, d.id, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => true,
+            Err(holder) => holder == d.id,
+        }
+    }
+
+    /// Drops entry `i`'s lock if `d` holds it.
+    fn unlock(&self, d: &Description, i: usize) {
+        let _ = self.locks[i].compare_exchange(d.id, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Joins as a new participant ("a process attaches") through a
+    /// description of its own.
     pub fn join(&self) -> Owner {
-        let locks = &self.locks;
-        let mut try_lock = |i: usize| {
-            locks[i]
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        };
+        self.join_as(&self.description())
+    }
+
+    /// Joins through `d`.
+    pub fn join_as(&self, d: &Description) -> Owner {
         self.control()
-            .join(&mut try_lock, 1000, 0)
+            .join(&mut |i| self.try_lock(d, i), 1000, 0, 0)
             .expect("a free participant entry")
     }
 
     /// The participant's process dies: its lock is gone, its state stays.
     pub fn kill(&self, who: Owner) {
-        self.locks[who.index()].store(false, Ordering::SeqCst);
+        self.locks[who.index()].store(0, Ordering::SeqCst);
     }
 
     /// Whether entry `index`'s lock is free.
     pub fn is_dead(&self, index: usize) -> bool {
-        !self.locks[index].load(Ordering::SeqCst)
+        self.locks[index].load(Ordering::SeqCst) == 0
     }
 
     /// Recovers every dead participant (what any survivor may do), taking
     /// each dead entry's lock while it does.
     pub fn recover_dead(&self) -> Recovered {
-        let locks = &self.locks;
+        self.recover_dead_as(&self.survivor, None)
+    }
+
+    /// Recovers every dead participant through description `d`, as the
+    /// process whose entry is `me` (never recovered by itself).
+    pub fn recover_dead_as(&self, d: &Description, me: Option<Owner>) -> Recovered {
+        let mine = me.map(Owner::index);
         self.control().recover_dead(
-            &mut |i| {
-                locks[i]
-                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            },
-            &mut |i| locks[i].store(false, Ordering::SeqCst),
+            &d.turn,
+            &mut |i| Some(i) != mine && self.try_lock(d, i),
+            &mut |i| self.unlock(d, i),
         )
     }
 }

@@ -498,11 +498,12 @@ mod tests {
     fn another_layout_version_is_incompatible() {
         let mut bytes = pool_bytes(4);
         let at = ident_offset("version");
-        bytes[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
+        let other = crate::layout::VERSION + 1;
+        bytes[at..at + 4].copy_from_slice(&other.to_le_bytes());
         let f = ShmFile::with("v2", &bytes);
         let e = Inspector::open_path(&f.0).unwrap_err();
         assert!(
-            matches!(e, Error::Incompatible(ref m) if m.contains("version 4")),
+            matches!(e, Error::Incompatible(ref m) if m.contains(&format!("version {other}"))),
             "{e}"
         );
     }

@@ -52,8 +52,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SEGPOOL\0");
 /// Bumped on any change to this file's layout or to the meaning of a field.
 /// Version 2: participants own segments; ring slots name (segment, epoch);
 /// waiters are flags in the words wakers touch anyway. Version 3: releases
-/// are counted in the descriptors (the RECLAIMED phase).
-pub const VERSION: u32 = 3;
+/// are counted in the descriptors (the RECLAIMED phase). Version 4: a
+/// participant records its pidfd's inode and joins bump `roster` (deaths
+/// are watched as events, `crate::watch`); the reclaim record follows every
+/// claim's end, counted or not.
+pub const VERSION: u32 = 4;
 /// The most segments a pool may have (a ring slot packs a segment index
 /// into 17 bits).
 pub const MAX_COUNT: usize = 1 << 16;
@@ -137,6 +140,9 @@ pub struct Life {
     /// 1 if the creator faulted every page in ([`PREFAULTED`]); attachers
     /// then map with `MAP_POPULATE`, else they fault pages as they touch them.
     pub prefaulted: AtomicU32,
+    /// Bumped by every join: watchers of deaths (`crate::watch`) learn of a
+    /// participant they do not watch yet when a sleeper sees it move.
+    pub roster: AtomicU64,
 }
 
 /// [`Life::prefaulted`] value of a pool whose creator faulted its pages in.
@@ -202,6 +208,7 @@ impl Header {
                 recovered_participants: z64(),
                 recovered_segments: z64(),
                 prefaulted: AtomicU32::new(0),
+                roster: z64(),
             }),
         }
     }
@@ -319,6 +326,13 @@ impl Owner {
         u64::from(self.0 >> 8)
     }
 
+    /// Whether the participant entry state `st` is ALIVE at the
+    /// incarnation this tag names (compared in the tag's bits).
+    pub fn is_entry(self, st: u64) -> bool {
+        part::status(st) == part::ALIVE
+            && part::incarnation(st) & ((1 << INCARNATION_BITS) - 1) == self.incarnation()
+    }
+
     fn bits(self) -> u64 {
         u64::from(self.0)
     }
@@ -379,6 +393,11 @@ pub struct Participant {
     pub waiting_space: AtomicU32,
     /// This process's threads asleep waiting for data (monitoring only).
     pub waiting_data: AtomicU32,
+    /// The inode number of a pidfd of the process (unique per process on
+    /// kernels whose pidfds live in pidfs, 6.9 and later), or 0: lets a
+    /// watcher check that the pidfd it opened from `pid` is this process
+    /// before it sleeps on it (`crate::watch`). Never trusted for recovery.
+    pub pid_ino: AtomicU64,
 }
 
 impl Participant {
@@ -390,6 +409,7 @@ impl Participant {
             pid: AtomicU32::new(0),
             waiting_space: AtomicU32::new(0),
             waiting_data: AtomicU32::new(0),
+            pid_ino: AtomicU64::new(0),
         }
     }
 }

@@ -97,11 +97,13 @@ mod region;
 #[cfg(not(loom))]
 pub mod subprocess;
 #[cfg(not(loom))]
+mod watch;
+#[cfg(not(loom))]
 mod writer;
 
 pub use error::{Error, Result};
 pub use layout::{MAX_COUNT, MAX_PARTICIPANTS};
-pub use protocol::{ParticipantView, Recovered, Stats};
+pub use protocol::{ParticipantView, Recovered, Stats, UnitId};
 
 #[cfg(not(loom))]
 pub use futex::futex_calls;
@@ -121,7 +123,7 @@ pub use writer::{UnitWriter, Writer};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bitmap::Bitmap;
-    pub use crate::heap::HeapControl;
+    pub use crate::heap::{Description, HeapControl};
     pub use crate::layout::{Header, Ident, Layout, Owner, SegmentDesc};
     pub use crate::protocol::{Control, Lease, Taken, Wait};
 }

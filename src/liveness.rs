@@ -32,6 +32,7 @@ const LOCK_BASE: i64 = 1 << 40;
 /// because the handler may not allocate or lock; a witness that finds it
 /// full stays unregistered (then a forked child keeps its parent's lock
 /// until the child exits: a delay for recovery, never a wrong recovery).
+/// Written only inside `crate::fork::unsplit` sections.
 static REGISTERED: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
 
 /// Closes every registered lock descriptor. Runs in a fork child before
@@ -74,23 +75,29 @@ impl Witness {
     /// for the fork handler, and returns it unlocked.
     pub(crate) fn open(pool_fd: BorrowedFd<'_>, fork_generation: u64) -> Result<Witness> {
         let path = format!("/proc/self/fd/{}", pool_fd.as_raw_fd());
-        let fd = rustix::fs::open(
-            path.as_str(),
-            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| Error::io("open the pool again for its liveness lock", e))?;
-        let raw = fd.as_raw_fd();
-        let slot = REGISTERED.iter().position(|s| {
-            // Relaxed: the table is only read by the fork handler, in a child
-            // whose memory is a copy taken at one instant.
-            s.compare_exchange(-1, raw, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        });
-        Ok(Witness {
-            fd: Some(fd),
-            slot,
-            fork_generation,
+        // One section: a `fork` between the open and the registration would
+        // give the child an unregistered copy of the description, and with
+        // it our lock for the child's whole life (`crate::fork`).
+        crate::fork::unsplit(|| {
+            let fd = rustix::fs::open(
+                path.as_str(),
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| Error::io("open the pool again for its liveness lock", e))?;
+            let raw = fd.as_raw_fd();
+            let slot = REGISTERED.iter().position(|s| {
+                // Relaxed: the table is only read by the fork handler, in a
+                // child whose memory is a copy taken at one instant, and
+                // written inside `unsplit` sections, which no fork splits.
+                s.compare_exchange(-1, raw, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            });
+            Ok(Witness {
+                fd: Some(fd),
+                slot,
+                fork_generation,
+            })
         })
     }
 
@@ -148,10 +155,14 @@ impl Drop for Witness {
             let _ = fd.into_raw_fd();
             return;
         }
-        if let Some(slot) = self.slot {
-            // Relaxed: see `open`.
-            REGISTERED[slot].store(-1, Ordering::Relaxed);
-        }
-        drop(fd); // closing the description releases the lock
+        // One section, for the reason given in `open`: a child forked
+        // between the two steps would keep an unregistered copy.
+        crate::fork::unsplit(|| {
+            if let Some(slot) = self.slot {
+                // Relaxed: see `open`.
+                REGISTERED[slot].store(-1, Ordering::Relaxed);
+            }
+            drop(fd); // closing the description releases the lock
+        });
     }
 }

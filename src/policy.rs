@@ -2,17 +2,13 @@
 //! Shared by [`Writer`](crate::Writer) and [`Reader`](crate::Reader).
 
 use crate::error::Result;
-use crate::protocol::Wait;
+use crate::protocol::{BeforeSleep, Wait};
+use crate::region::Region;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A liveness check run while a call is blocked: its error ends the wait.
 pub type Probe = Arc<dyn Fn() -> Result<()> + Send + Sync>;
-
-/// Longest sleep of a blocked call between two sweeps for dead participants
-/// (whose segments then come back, or whose flags get cleared). Bounds the
-/// cost of a lost wake-up of any kind to one slice.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// An endpoint's waiting settings.
 #[derive(Clone)]
@@ -20,14 +16,16 @@ pub(crate) struct WaitPolicy {
     probe: Option<Probe>,
     probe_every: Duration,
     spin: bool,
+    interruptible: bool,
 }
 
 impl Default for WaitPolicy {
     fn default() -> Self {
         WaitPolicy {
             probe: None,
-            probe_every: Duration::from_millis(50),
+            probe_every: Duration::MAX,
             spin: true,
+            interruptible: false,
         }
     }
 }
@@ -37,6 +35,7 @@ impl std::fmt::Debug for WaitPolicy {
         f.debug_struct("WaitPolicy")
             .field("probe", &self.probe.as_ref().map(|_| self.probe_every))
             .field("spin", &self.spin)
+            .field("interruptible", &self.interruptible)
             .finish()
     }
 }
@@ -46,6 +45,10 @@ impl WaitPolicy {
         self.spin = spin;
     }
 
+    pub(crate) fn set_interruptible(&mut self, yes: bool) {
+        self.interruptible = yes;
+    }
+
     pub(crate) fn set_probe(&mut self, every: Duration, probe: Probe) {
         self.probe = Some(probe);
         // At least 1 ms: a zero period would spin on the probe.
@@ -53,29 +56,28 @@ impl WaitPolicy {
     }
 
     /// The protocol's view of a wait of at most `timeout` (None: forever)
-    /// that runs `check` between sleeps: the endpoint's sweep for dead
-    /// participants, then [`probe`](Self::probe). Sleeps are at most
-    /// [`SWEEP_EVERY`] long (or the probe's period, if shorter).
+    /// that runs `before_sleep` before each sleep.
     pub(crate) fn wait<'p>(
         &self,
         timeout: Option<Duration>,
-        check: &'p (dyn Fn() -> Result<()> + Sync),
+        before_sleep: BeforeSleep<'p>,
     ) -> Wait<'p> {
         let mut wait = Wait::timeout(timeout);
-        wait.probe = Some(check);
-        wait.probe_every = match self.probe {
-            Some(_) => self.probe_every.min(SWEEP_EVERY),
-            None => SWEEP_EVERY,
-        };
+        wait.before_sleep = Some(before_sleep);
         wait.spin = self.spin;
+        wait.interruptible = self.interruptible;
         wait
     }
 
-    /// Runs the user's probe, if any.
-    pub(crate) fn probe(&self) -> Result<()> {
-        match &self.probe {
-            Some(p) => p(),
-            None => Ok(()),
-        }
+    /// What a blocked endpoint runs before each sleep: the region's death
+    /// watch, then the user's probe, if any. The sleep lasts at most the
+    /// shorter of what the region and the probe's period allow.
+    pub(crate) fn before_sleep(&self, region: &Arc<Region>) -> Result<Option<Duration>> {
+        let slice = region.before_sleep()?;
+        let Some(probe) = &self.probe else {
+            return Ok(Some(slice));
+        };
+        probe()?;
+        Ok(Some(slice.min(self.probe_every)))
     }
 }

@@ -238,12 +238,18 @@ impl SegmentPool {
     /// time, by many at once; returns what it did.
     ///
     /// Death is witnessed by the kernel (each participant holds an OFD lock
-    /// on the pool's file), never guessed from a pid. Blocked `begin_unit`
-    /// and `recv` calls run this every 100 ms, and [`attach`](Self::attach)
-    /// runs it once, so most programs never call it; the
+    /// on the pool's file), never guessed from a pid. A process with a
+    /// blocked `begin_unit` or `recv` watches its peers' deaths as events
+    /// and runs this within milliseconds of one (`docs/guide.md`, "Crashes
+    /// and fork"), and [`attach`](Self::attach) runs it once, so most
+    /// programs never call it; the
     /// [`subprocess`](crate::subprocess) parent calls it as soon as a worker
     /// dies.
-    pub fn recover_dead(&self) -> Recovered {
+    ///
+    /// [`Error::Forked`] in a process that inherited the pool through
+    /// `fork` (its descriptor may name another file by now: attach again),
+    /// [`Error::WitnessLost`] if this process's own liveness lock is gone.
+    pub fn recover_dead(&self) -> Result<Recovered> {
         self.region.sweep()
     }
 
@@ -254,9 +260,11 @@ impl SegmentPool {
     /// pid cannot make it free a live process's segments.
     ///
     /// [`recover_dead`]: Self::recover_dead
-    pub fn recover_writer(&self, pid: u32) -> usize {
+    ///
+    /// Errors as [`recover_dead`](Self::recover_dead).
+    pub fn recover_writer(&self, pid: u32) -> Result<usize> {
         if pid == self.region.pid() {
-            return 0;
+            return Ok(0);
         }
         self.region.recover_pid(pid)
     }

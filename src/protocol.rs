@@ -94,7 +94,7 @@ use crate::layout::{
     epoch_of, owner_of, pack, part, phase, phase_of,
 };
 use crate::ring::{Peeked, Ring, SLOT_EPOCH_MASK};
-use crate::sync::{AtomicU32, AtomicU64, Backoff, FutexWord, Ordering, Wake};
+use crate::sync::{AtomicU32, AtomicU64, Backoff, FutexWord, Mutex, Ordering, Wake};
 use std::time::{Duration, Instant};
 
 /// One step of a futex word's sequence.
@@ -116,8 +116,44 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The name of the unit this lease writes.
+    pub fn id(&self) -> UnitId {
+        UnitId::new(self.seg, self.epoch)
+    }
+
     fn state(&self) -> u64 {
         pack(self.epoch, Some(self.owner), phase::WRITING)
+    }
+}
+
+/// The name of one unit: its segment and the epoch of the claim that wrote
+/// it. Every claim of a segment has a new epoch, so no two units of a pool
+/// share a name (until a segment's 2^41 claims wrap around).
+///
+/// Opaque: a producer can send it beside the unit (an envelope through
+/// another channel), and a consumer takes exactly that unit with
+/// [`Reader::recv_id`](crate::Reader::recv_id), whatever order units were
+/// committed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnitId(u64);
+
+impl UnitId {
+    const SEG_BITS: u32 = 16;
+
+    fn new(seg: usize, epoch: u64) -> UnitId {
+        const _: () = assert!(crate::layout::MAX_COUNT <= 1 << UnitId::SEG_BITS);
+        UnitId(((epoch & EPOCH_MASK) << Self::SEG_BITS) | seg as u64)
+    }
+
+    /// The id as 64 bits (to send it somewhere).
+    pub fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// An id from [`to_bits`](Self::to_bits). Any value is accepted; one no
+    /// unit has simply names nothing.
+    pub fn from_bits(bits: u64) -> UnitId {
+        UnitId(bits)
     }
 }
 
@@ -138,6 +174,18 @@ pub struct Taken {
     pub owner: Owner,
 }
 
+/// What a blocked call runs before each sleep: its error ends the wait;
+/// its value is the longest the next sleep may last (`None`: until woken
+/// or the deadline).
+pub type BeforeSleep<'p> = &'p (dyn Fn() -> Result<Option<Duration>> + Sync);
+
+impl Taken {
+    /// The name of the unit (the one its writer's lease had).
+    pub fn id(&self) -> UnitId {
+        UnitId::new(self.seg, self.epoch)
+    }
+}
+
 /// How long and how a blocking call may wait.
 #[derive(Clone, Copy)]
 pub struct Wait<'p> {
@@ -145,27 +193,36 @@ pub struct Wait<'p> {
     pub deadline: Option<Instant>,
     /// The timeout the deadline came from, for the error message.
     pub timeout: Duration,
-    /// A check run between futex sleeps (see `probe_every`): its error ends
-    /// the wait. Used to notice a dead peer and to recover dead participants.
-    pub probe: Option<&'p (dyn Fn() -> Result<()> + Sync)>,
-    /// Longest single sleep when a probe is set.
-    pub probe_every: Duration,
+    /// Run after a failed attempt, before each sleep (see [`BeforeSleep`]):
+    /// how a process notices dead peers without sleeping in slices.
+    pub before_sleep: Option<BeforeSleep<'p>>,
     /// Spin (with `Backoff`) before sleeping; `false` sleeps on the futex
     /// after one failed attempt (lower CPU, higher latency).
     pub spin: bool,
+    /// End the wait with [`Error::Interrupted`] when a signal interrupts a
+    /// sleep (a binding then runs its signal handlers and calls again);
+    /// otherwise an interrupted sleep is resumed.
+    pub interruptible: bool,
 }
 
 impl Wait<'_> {
-    /// Waits up to `timeout` (None: forever), without a probe.
+    /// Waits up to `timeout` (None: forever), with nothing run between
+    /// sleeps.
     pub fn timeout(timeout: Option<Duration>) -> Wait<'static> {
         let now = Instant::now();
         Wait {
             deadline: timeout.and_then(|t| now.checked_add(t)),
             timeout: timeout.unwrap_or(Duration::MAX),
-            probe: None,
-            probe_every: Duration::from_millis(50),
+            before_sleep: None,
             spin: true,
+            interruptible: false,
         }
+    }
+
+    /// Whether the deadline has passed.
+    #[inline]
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -236,6 +293,8 @@ pub struct ParticipantView {
     pub pid: u32,
     /// Its random token.
     pub token: u64,
+    /// The inode of its pidfd, as it recorded it (0: none).
+    pub pid_ino: u64,
     /// Segments its state words name it as owner of.
     pub segments: usize,
     /// Its threads asleep for space / for data.
@@ -343,6 +402,31 @@ impl<'a> Control<'a> {
     /// same RECLAIMED state). The CAS only moves the recorded epoch
     /// forward, so a late call for an older epoch counts nothing.
     fn count_reclaim(&self, d: &SegmentDesc, epoch: u64) {
+        self.record(d, epoch, 1);
+    }
+
+    /// Brings the reclaim record of `d` up to `st`, the free state a claim
+    /// is about to leave: counts a RECLAIMED state's release, and moves the
+    /// record past a FREE state (an uncounted end: abort, `Stale`,
+    /// recovery of a writer) without counting.
+    ///
+    /// Claimers settle *before* their claim CAS and uncounted ends settle
+    /// right after theirs, so the record trails the descriptor's epoch by
+    /// at most the claim in progress: the 24 epoch bits it keeps can never
+    /// fall 2^23 claims behind, however many claims end uncounted. Only a
+    /// caller stalled between its load and its CAS while its segment goes
+    /// through 2^23 more claims could count twice.
+    fn settle_record(&self, d: &SegmentDesc, st: u64) {
+        match phase_of(st) {
+            phase::RECLAIMED => self.record(d, epoch_of(st), 1),
+            phase::FREE => self.record(d, epoch_of(st), 0),
+            _ => {}
+        }
+    }
+
+    /// Moves `d`'s reclaim record to `epoch`, adding `count`, if `epoch` is
+    /// ahead of what it records.
+    fn record(&self, d: &SegmentDesc, epoch: u64, count: u64) {
         const MASK: u64 = (1 << RECLAIM_EPOCH_BITS) - 1;
         let mut cur = d.reclaims.load(Ordering::Relaxed);
         // Bounded: only a peer rewriting the word forever makes it fail
@@ -350,9 +434,9 @@ impl<'a> Control<'a> {
         for _ in 0..64 {
             let ahead = (epoch.wrapping_sub(cur)) & MASK;
             if ahead == 0 || ahead > MASK / 2 {
-                return; // counted, or a newer release is counted already
+                return; // recorded, or a newer end is recorded already
             }
-            let next = ((cur >> RECLAIM_EPOCH_BITS).wrapping_add(1) << RECLAIM_EPOCH_BITS)
+            let next = ((cur >> RECLAIM_EPOCH_BITS).wrapping_add(count) << RECLAIM_EPOCH_BITS)
                 | (epoch & MASK);
             // Release pairs with the Acquire loads in `reclaimed` (O7).
             match d
@@ -384,11 +468,15 @@ impl<'a> Control<'a> {
     /// a mapping, a flag on the heap) and say whether it got it: holding it
     /// is what makes the entry ours, so an entry left ALIVE by a dead
     /// process is recovered here before it is reused.
+    ///
+    /// A join bumps `roster` and wakes every sleeper, so that their
+    /// processes' death watchers start watching the newcomer (`crate::watch`).
     pub fn join(
         &self,
         try_lock: &mut dyn FnMut(usize) -> bool,
         pid: u32,
         token: u64,
+        pid_ino: u64,
     ) -> Result<Owner> {
         for (i, p) in self.parts.iter().enumerate() {
             if !try_lock(i) {
@@ -405,6 +493,7 @@ impl<'a> Control<'a> {
                 // Relaxed: monitors read these after the state's Acquire.
                 p.pid.store(pid, Ordering::Relaxed);
                 p.token.store(token, Ordering::Relaxed);
+                p.pid_ino.store(pid_ino, Ordering::Relaxed);
                 p.waiting_space.store(0, Ordering::Relaxed);
                 p.waiting_data.store(0, Ordering::Relaxed);
                 let inc = part::incarnation(st).wrapping_add(1) & (u64::MAX >> 2);
@@ -416,7 +505,14 @@ impl<'a> Control<'a> {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => return Ok(Owner::new(i, inc)),
+                    Ok(_) => {
+                        // Release pairs with a watcher's Acquire in `roster`:
+                        // whoever sees the bump sees our entry ALIVE.
+                        self.hdr.life.roster.fetch_add(1, Ordering::Release);
+                        notify(&self.hdr.space);
+                        notify(&self.hdr.data);
+                        return Ok(Owner::new(i, inc));
+                    }
                     Err(now) => st = now,
                 }
             }
@@ -433,12 +529,46 @@ impl<'a> Control<'a> {
     /// ring's care, frees anything else it still owns (nothing, when every
     /// lease and view was dropped) and frees its entry. The caller then
     /// drops the liveness witness.
+    ///
+    /// It acts on `me`'s own incarnation only: if the entry was wrongly
+    /// recovered and joined again by another process meanwhile, the
+    /// newcomer's segments are not ours to free.
     pub fn leave(&self, me: Owner) -> Recovered {
-        self.recover(me.index(), self.incarnation_of(me))
+        let st = self.parts[me.index()].state.load(Ordering::Acquire);
+        #[cfg(not(segpool_mutant = "leave_any_incarnation"))]
+        if !me.is_entry(st) {
+            // Not ours any more: whatever the entry holds now is someone
+            // else's (the tag keeps 12 bits of the incarnation, so only
+            // 4096 wrongful recoveries and joins in a row could alias).
+            return Recovered::default();
+        }
+        #[cfg(segpool_mutant = "leave_any_incarnation")] // loom-tests mutant: v2's leave
+        let _ = me.is_entry(st);
+        self.recover(me.index(), part::incarnation(st))
     }
 
-    fn incarnation_of(&self, me: Owner) -> u64 {
-        part::incarnation(self.parts[me.index()].state.load(Ordering::Acquire))
+    /// `Err(WitnessLost)` if `me`'s entry is no longer `me`'s: someone
+    /// recovered it, which only happens once the kernel dropped our
+    /// liveness lock (a descriptor of ours was closed behind our back).
+    #[inline]
+    pub fn check_alive(&self, me: Owner) -> Result<()> {
+        // Relaxed: a monitoring read of a line that only recovery writes;
+        // recovery's effects on our segments are seen through their own
+        // descriptors' CASes, never through this load.
+        let st = self.parts[me.index()].state.load(Ordering::Relaxed);
+        #[cfg(not(segpool_mutant = "alive_unchecked"))]
+        if !me.is_entry(st) {
+            return Err(Error::WitnessLost);
+        }
+        #[cfg(segpool_mutant = "alive_unchecked")]
+        let _ = st;
+        Ok(())
+    }
+
+    /// The roster count (joins so far).
+    pub fn roster(&self) -> u64 {
+        // Acquire pairs with `join`'s Release bump.
+        self.hdr.life.roster.load(Ordering::Acquire)
     }
 
     /// Recovers every dead participant, then scrubs the index. Safe to run
@@ -452,11 +582,23 @@ impl<'a> Control<'a> {
     /// other recoverer can recover it, while we do; so a recoverer that was
     /// delayed between reading the entry and recovering it can never touch
     /// the segments of a live process that joined the entry meanwhile.
+    ///
+    /// A lock of the kernel's is held by an open file *description*, and
+    /// every thread that uses the description holds it: two threads of one
+    /// process could both "claim" entry `i`, one recover it and free it, a
+    /// newcomer join it, and the other then recover the newcomer. So `turn`
+    /// must be the one mutex of the caller's description: one thread per
+    /// description recovers at a time (loom model m14).
     pub fn recover_dead(
         &self,
+        turn: &Mutex<()>,
         claim: &mut dyn FnMut(usize) -> bool,
         unclaim: &mut dyn FnMut(usize),
     ) -> Recovered {
+        #[cfg(not(segpool_mutant = "recover_unturned"))]
+        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(segpool_mutant = "recover_unturned")] // loom-tests mutant
+        let _ = turn;
         let mut total = Recovered::default();
         for (i, p) in self.parts.iter().enumerate() {
             if part::status(p.state.load(Ordering::Relaxed)) != part::ALIVE || !claim(i) {
@@ -584,10 +726,8 @@ impl<'a> Control<'a> {
             // the bit we clear sees the previous owner's accesses (through
             // us) as well as through the descriptor.
             let st = d.state.load(Ordering::Acquire);
-            if phase_of(st) == phase::RECLAIMED {
-                // A releaser killed before it counted: count for it.
-                self.count_reclaim(d, epoch_of(st));
-            }
+            // A releaser or aborter killed before it recorded: record for it.
+            self.settle_record(d, st);
             let owned = self.bitmap.is_owned(seg);
             if phase::is_free(phase_of(st)) && owned {
                 if self.bitmap.release(seg) {
@@ -614,6 +754,7 @@ impl<'a> Control<'a> {
                     incarnation: part::incarnation(st),
                     pid: p.pid.load(Ordering::Relaxed),
                     token: p.token.load(Ordering::Relaxed),
+                    pid_ino: p.pid_ino.load(Ordering::Relaxed),
                     segments: 0,
                     waiting: (
                         p.waiting_space.load(Ordering::Relaxed),
@@ -661,7 +802,7 @@ impl<'a> Control<'a> {
     /// `Ok(None)`: none free. `Err(Shutdown)` after `shutdown`.
     #[inline]
     pub fn try_begin(&self, me: Owner) -> Result<Option<Lease>> {
-        self.try_begin_in(me, self.generation())
+        self.try_begin_in(me, self.generation(), None)
     }
 
     /// Claims a free segment, waiting for one as `wait` allows. The lease
@@ -670,17 +811,29 @@ impl<'a> Control<'a> {
     /// than slipping a unit of the old pass into the new one.
     pub fn begin(&self, me: Owner, wait: &Wait<'_>) -> Result<Lease> {
         let generation = self.generation();
-        self.wait_for(Side::Space, me, wait, || self.try_begin_in(me, generation))
+        self.wait_for(Side::Space, me, wait, || {
+            self.try_begin_in(me, generation, wait.deadline)
+        })
     }
 
-    fn try_begin_in(&self, me: Owner, generation: u32) -> Result<Option<Lease>> {
+    fn try_begin_in(
+        &self,
+        me: Owner,
+        generation: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Lease>> {
         if self.is_shutdown() {
             return Err(Error::Shutdown);
         }
         // Bounded: each failed descriptor CAS leaves the bit set over an
-        // owned segment, so the scan moves on; `count` rounds bound a peer
-        // that frees and re-takes behind our back.
-        for _ in 0..=self.count() {
+        // owned segment, so the scan moves on; `count` rounds, and the
+        // caller's deadline, bound a peer that frees and re-takes behind
+        // our back.
+        let mut budget = Budget::new(deadline);
+        for round in 0..=self.count() {
+            if round > 0 && budget.spent() {
+                return Ok(None);
+            }
             let Some(seg) = self.bitmap.try_claim() else {
                 return Ok(None);
             };
@@ -703,6 +856,9 @@ impl<'a> Control<'a> {
         if !phase::is_free(phase_of(st)) {
             return None;
         }
+        // The last end's record, made here if its releaser (or aborter) has
+        // not (yet, or ever: killed), before this claim can end in turn.
+        self.settle_record(d, st);
         let epoch = epoch_of(st).wrapping_add(1);
         // AcqRel: Acquire pairs with `finish`'s Release (O2: the previous
         // owner's accesses happen-before ours, whichever way we found the
@@ -715,11 +871,6 @@ impl<'a> Control<'a> {
                 Ordering::Relaxed,
             )
             .ok()?;
-        if phase_of(st) == phase::RECLAIMED {
-            // The last release's count, made here if its releaser has not
-            // (yet, or ever: killed), before anyone can see this claim.
-            self.count_reclaim(d, epoch_of(st));
-        }
         // Relaxed: consumers read it after the commit's Release slot CAS.
         d.generation.store(generation, Ordering::Relaxed);
         Some(Lease {
@@ -746,11 +897,15 @@ impl<'a> Control<'a> {
             return Err(Error::Stale);
         }
         let d = &self.descs[lease.seg];
-        // Relaxed: only a recoverer that wrongly took us for dead changes our
+        // Relaxed: only a recoverer that took us for dead changes our
         // descriptor; this spares the consumer a stale slot in that case.
         if d.state.load(Ordering::Relaxed) != lease.state() {
+            self.check_alive(lease.owner)?;
             return Err(Error::Stale);
         }
+        // Our liveness lock is gone if our entry was recovered: stop here
+        // rather than publish from a process the others think dead.
+        self.check_alive(lease.owner)?;
         // Relaxed: published by the Release of the slot CAS in `Ring::push`.
         d.len.store(len as u64, Ordering::Relaxed);
         let (ticket, flagged) = match self.ring.push(lease.seg, lease.epoch) {
@@ -780,10 +935,21 @@ impl<'a> Control<'a> {
     /// the pool is shut down (units published before shutdown still come out).
     #[inline]
     pub fn try_take(&self, me: Owner) -> Result<Option<Taken>> {
+        self.try_take_until(me, None)
+    }
+
+    fn try_take_until(&self, me: Owner, deadline: Option<Instant>) -> Result<Option<Taken>> {
+        // A consumer the others took for dead must not hold new units.
+        self.check_alive(me)?;
         // Bounded: honestly at most `count` stale units are queued; a peer
-        // that feeds more only gets this attempt reported empty.
-        for _ in 0..=self.count() {
-            match self.pop_before(me, None)? {
+        // that feeds more only gets this attempt reported empty, at the
+        // latest when the caller's deadline passes.
+        let mut budget = Budget::new(deadline);
+        for round in 0..=self.count() {
+            if round > 0 && budget.spent() {
+                return Ok(None);
+            }
+            match self.pop_before(me, None, &mut budget)? {
                 None if self.is_shutdown() => return Err(Error::Shutdown),
                 None => return Ok(None),
                 Some(t) if t.generation != self.generation() => {
@@ -798,15 +964,25 @@ impl<'a> Control<'a> {
 
     /// Takes the next unit, waiting as `wait` allows.
     pub fn take(&self, me: Owner, wait: &Wait<'_>) -> Result<Taken> {
-        self.wait_for(Side::Data, me, wait, || self.try_take(me))
+        self.wait_for(Side::Data, me, wait, || {
+            self.try_take_until(me, wait.deadline)
+        })
     }
 
     /// Takes the descriptor of the next ticket below `end` (WRITING or
     /// PUBLISHED -> HELD(me)), then empties its slot. Slots whose claim is
     /// gone (stale) are emptied and stepped over.
-    fn pop_before(&self, me: Owner, end: Option<u64>) -> Result<Option<Taken>> {
+    fn pop_before(
+        &self,
+        me: Owner,
+        end: Option<u64>,
+        budget: &mut Budget,
+    ) -> Result<Option<Taken>> {
         // Honest rings hold at most `count` stale slots.
-        for _ in 0..=2 * self.count() {
+        for round in 0..=2 * self.count() {
+            if round > 0 && budget.spent() {
+                return Ok(None);
+            }
             let Some(p) = self.ring.peek(end)? else {
                 return Ok(None);
             };
@@ -922,11 +1098,13 @@ impl<'a> Control<'a> {
         {
             return false;
         }
+        // Before the bit is freed, so a producer that finds the segment
+        // through the bitmap sees the record (loom model m6); one that finds
+        // it another way settles it itself (`start_writing`).
         if counted {
-            // Before the bit is freed, so a producer that finds the segment
-            // through the bitmap sees the count (loom model m6); one that
-            // finds it another way counts it itself (`start_writing`).
             self.count_reclaim(d, epoch_of(from));
+        } else {
+            self.record(d, epoch_of(from), 0);
         }
         if self.bitmap.release(seg) {
             // One wake-up for every sleeper: the other words' flags go too.
@@ -961,7 +1139,7 @@ impl<'a> Control<'a> {
         let mut dropped = 0;
         // At most `count` units are queued: the bound only stops a peer.
         for _ in 0..self.count() {
-            let Some(t) = self.pop_before(me, Some(end))? else {
+            let Some(t) = self.pop_before(me, Some(end), &mut Budget::new(None))? else {
                 break;
             };
             self.release(&t);
@@ -1077,33 +1255,42 @@ impl<'a> Control<'a> {
                 // The condition changed under our flag but someone else got
                 // there first: flag again, unless the deadline passed.
                 changed_rounds += 1;
-                if wait.deadline.is_some_and(|d| Instant::now() >= d) {
+                if wait.expired() {
                     break attempt();
                 }
                 continue;
             }
             changed_rounds = 0;
-            // Probe only after an attempt failed: a waiter woken for a unit
-            // or a segment takes it before a probe error can end its wait.
-            if let Some(probe) = wait.probe {
-                if let Err(e) = probe() {
-                    break Err(e);
-                }
-            }
-            let (until, last) = match (wait.probe, wait.deadline) {
+            // Only after an attempt failed: a waiter woken for a unit or a
+            // segment takes it before an error from here can end its wait.
+            let slice = match wait.before_sleep.map(|f| f()) {
+                Some(Err(e)) => break Err(e),
+                Some(Ok(slice)) => slice,
+                None => None,
+            };
+            let (until, last) = match (slice, wait.deadline) {
                 (None, d) => (d, true),
-                // checked_add: a huge `probe_every` means "no slices".
-                (Some(_), d) => match Instant::now().checked_add(wait.probe_every) {
-                    Some(slice) if d.is_none_or(|d| slice < d) => (Some(slice), false),
+                // checked_add: a huge slice means "no slices".
+                (Some(slice), d) => match Instant::now().checked_add(slice) {
+                    Some(end) if d.is_none_or(|d| end < d) => (Some(end), false),
                     _ => (d, true),
                 },
             };
-            if word.wait(seen, until) == Wake::TimedOut && last {
-                // One last look: a wake meant for us may have raced the timer.
-                #[cfg(segpool_mutant = "no_final_attempt")] // loom-tests mutant
-                break Ok(None);
-                #[cfg_attr(segpool_mutant = "no_final_attempt", allow(unreachable_code))]
-                break attempt();
+            match word.wait(seen, until) {
+                Wake::TimedOut if last => {
+                    // One last look: a wake meant for us may have raced the timer.
+                    #[cfg(segpool_mutant = "no_final_attempt")] // loom-tests mutant
+                    break Ok(None);
+                    #[cfg_attr(segpool_mutant = "no_final_attempt", allow(unreachable_code))]
+                    break attempt();
+                }
+                Wake::Interrupted if wait.interruptible => {
+                    break match attempt() {
+                        Ok(None) => Err(Error::Interrupted),
+                        done => done,
+                    };
+                }
+                _ => {}
             }
         };
         match outcome {
@@ -1111,6 +1298,46 @@ impl<'a> Control<'a> {
             Ok(None) => Err(Error::Timeout(wait.timeout)),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The time an attempt may spend retrying against contention, or against
+/// a peer that keeps rewriting the words it reads: until the caller's
+/// deadline, or [`Budget::TRY`] for calls that do not wait. The clock is
+/// read only from the second round of a loop on, never on the fast path.
+struct Budget {
+    deadline: Option<Instant>,
+    /// The deadline was computed (from `TRY`) or given.
+    fixed: bool,
+}
+
+impl Budget {
+    /// How long a call that does not wait may retry.
+    const TRY: Duration = Duration::from_millis(10);
+
+    fn new(deadline: Option<Instant>) -> Budget {
+        Budget {
+            deadline,
+            fixed: deadline.is_some(),
+        }
+    }
+
+    /// Whether the time is up. Never under loom, which models no clock:
+    /// the round counts bound its loops.
+    #[cfg(loom)]
+    fn spent(&mut self) -> bool {
+        false
+    }
+
+    /// Whether the time is up.
+    #[cfg(not(loom))]
+    fn spent(&mut self) -> bool {
+        let now = Instant::now();
+        if !self.fixed {
+            self.fixed = true;
+            self.deadline = now.checked_add(Self::TRY);
+        }
+        self.deadline.is_some_and(|d| now >= d)
     }
 }
 

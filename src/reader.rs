@@ -14,11 +14,12 @@
 
 use crate::error::{Error, Result};
 use crate::policy::{Probe, WaitPolicy};
-use crate::protocol::Taken;
+use crate::protocol::{Taken, UnitId};
 use crate::region::Region;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A consumer endpoint: receives units in publish order.
@@ -26,6 +27,36 @@ use std::time::Duration;
 pub struct Reader {
     region: Arc<Region>,
     policy: WaitPolicy,
+    pending: Arc<Pending>,
+}
+
+/// Units taken from the ring on the way to one that [`Reader::recv_id`]
+/// looked for, kept (holding their segments) for their own `recv_id` or
+/// the next `recv`. Shared by the clones of one reader.
+#[derive(Default)]
+struct Pending {
+    /// `units.len()`, read without the lock on `recv`'s fast path.
+    len: AtomicUsize,
+    units: Mutex<VecDeque<Unit>>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Unit>> {
+        self.units.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest pending unit, if any.
+    #[inline]
+    fn pop(&self) -> Option<Unit> {
+        // Relaxed: a hint; the lock orders the units themselves.
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut units = self.lock();
+        let u = units.pop_front();
+        self.len.store(units.len(), Ordering::Relaxed);
+        u
+    }
 }
 
 impl fmt::Debug for Reader {
@@ -41,6 +72,7 @@ impl Reader {
         Reader {
             region,
             policy: WaitPolicy::default(),
+            pending: Arc::default(),
         }
     }
 
@@ -59,6 +91,16 @@ impl Reader {
         self
     }
 
+    /// Whether a signal that interrupts a blocked `recv` ends it with
+    /// [`Error::Interrupted`] (default `false`: the wait goes on). A binding
+    /// for a language with its own signal handlers (Python) sets it, runs
+    /// them, and calls again with the time left: no periodic wake-up is
+    /// needed to notice Ctrl-C.
+    pub fn interruptible(mut self, yes: bool) -> Self {
+        self.policy.set_interruptible(yes);
+        self
+    }
+
     /// The next unit, waiting as long as it takes. [`Error::Shutdown`] once
     /// the pool is shut down and every unit published before was received.
     pub fn recv(&self) -> Result<Unit> {
@@ -73,22 +115,69 @@ impl Reader {
     /// The next unit if one is published now: `Ok(None)` if not.
     pub fn try_recv(&self) -> Result<Option<Unit>> {
         self.region.check_not_inherited()?;
+        if let Some(u) = self.pending.pop() {
+            return Ok(Some(u));
+        }
         let me = self.region.me();
         Ok(self.region.control().try_take(me)?.map(|t| self.unit(t)))
     }
 
+    /// The committed unit named `id` (see [`UnitWriter::id`]), whatever
+    /// order units were committed in: for producers that send each unit's
+    /// id beside it through another channel, whose order need not be the
+    /// pool's. Units published before it are taken too and kept pending,
+    /// holding their segments, for their own `recv_id` (or the next
+    /// `recv`, which returns pending units first). `Ok(None)`: no unit
+    /// named `id` is published now. Does not wait.
+    ///
+    /// [`UnitWriter::id`]: crate::UnitWriter::id
+    pub fn recv_id(&self, id: UnitId) -> Result<Option<Unit>> {
+        self.region.check_not_inherited()?;
+        let mut units = self.pending.lock();
+        let found = match units.iter().position(|u| u.id() == id) {
+            Some(i) => units.remove(i),
+            None => {
+                let (ctl, me) = (self.region.control(), self.region.me());
+                let mut found = None;
+                // At most `count` units can be published at once.
+                for _ in 0..ctl.count() {
+                    let Some(taken) = ctl.try_take(me)? else {
+                        break;
+                    };
+                    let unit = self.unit(taken);
+                    if unit.id() == id {
+                        found = Some(unit);
+                        break;
+                    }
+                    units.push_back(unit);
+                }
+                found
+            }
+        };
+        // Relaxed: see `Pending::pop`.
+        self.pending.len.store(units.len(), Ordering::Relaxed);
+        Ok(found)
+    }
+
+    /// Units taken by [`recv_id`](Self::recv_id) on the way to another and
+    /// not yet received.
+    pub fn pending(&self) -> usize {
+        self.pending.len.load(Ordering::Relaxed)
+    }
+
     fn wait(&self, timeout: Option<Duration>) -> Result<Unit> {
         self.region.check_not_inherited()?;
+        if let Some(u) = self.pending.pop() {
+            return Ok(u);
+        }
         let (ctl, me) = (self.region.control(), self.region.me());
         // Fast path: a unit is there, so no deadline to compute (no clock read).
         if let Some(taken) = ctl.try_take(me)? {
             return Ok(self.unit(taken));
         }
-        let check = || {
-            self.region.sweep_now_and_then(crate::policy::SWEEP_EVERY);
-            self.policy.probe()
-        };
-        let taken = ctl.take(me, &self.policy.wait(timeout, &check))?;
+        let _sleeping = self.region.sleeping();
+        let before_sleep = || self.policy.before_sleep(&self.region);
+        let taken = ctl.take(me, &self.policy.wait(timeout, &before_sleep))?;
         Ok(self.unit(taken))
     }
 
@@ -253,6 +342,13 @@ impl Unit {
     /// Publish ticket: 0, 1, 2, ... in the order units were published.
     pub fn ticket(&self) -> u64 {
         self.taken.ticket
+    }
+
+    /// The unit's name, as its writer's [`UnitWriter::id`] gave it.
+    ///
+    /// [`UnitWriter::id`]: crate::UnitWriter::id
+    pub fn id(&self) -> UnitId {
+        self.taken.id()
     }
 
     /// Index of the segment holding the unit.

@@ -26,9 +26,12 @@ use crate::layout::{
 use crate::liveness::{self, Witness};
 use crate::protocol::{Control, Recovered};
 use crate::sync::{AtomicU64, Ordering};
+use crate::watch::Watch;
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// A mapped pool, shared by every handle of this process (pool, writers,
@@ -56,12 +59,52 @@ pub(crate) struct Region {
     witness: Witness,
     /// The process's fork generation when this region was made.
     fork_generation: u64,
-    /// What recoveries run through this region did, added up.
-    recovered: std::sync::Mutex<Recovered>,
-    /// When the last periodic sweep ran (ms since `born`), to run them at
-    /// most every `SWEEP_EVERY` however many threads wake up.
+    /// One recoverer at a time through `witness`'s description (see
+    /// `Control::recover_dead`). Never taken in an inherited region.
+    turn: std::sync::Mutex<()>,
+    /// Set once our own liveness lock was found gone: every later call
+    /// fails with `WitnessLost`.
+    witness_lost: AtomicBool,
+    /// The death watcher of this region's sleepers.
+    watch: Watch,
+    /// What recoveries run through this region did, added up (atomics, not
+    /// a mutex: a child of a fork may read them).
+    recovered: Tally,
+    /// When the last fallback sweep ran (ms since `born`), to run them at
+    /// most every `FALLBACK` however many threads wake up.
     last_sweep: std::sync::atomic::AtomicU64,
     born: std::time::Instant,
+}
+
+/// [`Recovered`], added up with atomics.
+#[derive(Debug, Default)]
+struct Tally([std::sync::atomic::AtomicU64; 4]);
+
+impl Tally {
+    fn add(&self, r: Recovered) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Relaxed: statistics.
+        for (cell, n) in self
+            .0
+            .iter()
+            .zip([r.participants, r.freed, r.delivered, r.scrubbed])
+        {
+            if n > 0 {
+                cell.fetch_add(n as u64, Relaxed);
+            }
+        }
+    }
+
+    fn get(&self) -> Recovered {
+        use std::sync::atomic::Ordering::Relaxed;
+        let [p, f, d, s] = [0, 1, 2, 3].map(|i| self.0[i].load(Relaxed) as usize);
+        Recovered {
+            participants: p,
+            freed: f,
+            delivered: d,
+            scrubbed: s,
+        }
+    }
 }
 
 fn holders(count: usize) -> Box<[std::sync::atomic::AtomicU32]> {
@@ -92,12 +135,7 @@ impl Region {
             .map_err(|e| Error::io("shm_open (create)", e))?;
             (fd, Some(name))
         } else {
-            let fd = rustix::fs::memfd_create(
-                "segpool",
-                MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-            )
-            .map_err(|e| Error::io("memfd_create", e))?;
-            (fd, None)
+            (memfd()?, None)
         };
         let built = Region::build(fd, layout, name.clone(), prefault_pages);
         if let (Err(_), Some(name)) = (&built, &name) {
@@ -124,7 +162,7 @@ impl Region {
             .map_raw(&fd)
             .map_err(|e| Error::io("mmap", e))?;
         if prefault_pages {
-            prefault(&map, layout.total_len);
+            prefault(&map, layout.total_len)?;
         }
         let mut region = Region::assemble(map, fd, layout, name, true)?;
         region.control().init();
@@ -149,8 +187,9 @@ impl Region {
         name: Option<String>,
         unlink_on_drop: bool,
     ) -> Result<Region> {
-        let fork_generation = crate::fork::generation_at_birth();
+        let fork_generation = crate::fork::generation_at_birth()?;
         let witness = Witness::open(fd.as_fd(), fork_generation)?;
+        let watch = Watch::new()?;
         Ok(Region {
             map,
             fd,
@@ -162,6 +201,9 @@ impl Region {
             me: None,
             witness,
             fork_generation,
+            turn: Default::default(),
+            witness_lost: AtomicBool::new(false),
+            watch,
             recovered: Default::default(),
             last_sweep: Default::default(),
             born: std::time::Instant::now(),
@@ -182,9 +224,12 @@ impl Region {
                 false
             }
         };
-        let joined = self
-            .control()
-            .join(&mut try_lock, self.pid, u64::from_le_bytes(token));
+        let joined = self.control().join(
+            &mut try_lock,
+            self.pid,
+            u64::from_le_bytes(token),
+            crate::watch::own_pid_ino(),
+        );
         match (joined, lock_error) {
             (Ok(me), _) => {
                 self.me = Some(me);
@@ -247,7 +292,7 @@ impl Region {
         region.join()?;
         // Whoever died before we came is recovered now, not at the first
         // full pool.
-        region.sweep();
+        region.sweep()?;
         Ok(region)
     }
 }
@@ -292,24 +337,44 @@ pub(crate) fn peek_header(fd: &OwnedFd, size: usize) -> Result<Peeked> {
     })
 }
 
-/// Faults in every page of a fresh mapping, once.
-fn prefault(map: &MmapRaw, len: usize) {
-    {
-        let ptr = map.as_mut_ptr();
-        // SAFETY: `ptr..ptr+len` is exactly our mapping; MADV_POPULATE_WRITE
-        // only faults pages in, it does not change their contents.
-        let done =
-            unsafe { rustix::mm::madvise(ptr.cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
-        if done.is_err() {
-            // Kernels before 5.14: write one byte per page. The mapping is
-            // fresh and not yet shared, and the bytes are zero already.
+/// A sealable memfd that can never be made executable: `MFD_NOEXEC_SEAL`
+/// (Linux 6.3+), which `vm.memfd_noexec=2` requires; older kernels refuse
+/// the flag with `EINVAL` and get a plain one.
+fn memfd() -> Result<OwnedFd> {
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    match rustix::fs::memfd_create("segpool", flags | MemfdFlags::NOEXEC_SEAL) {
+        Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("segpool", flags),
+        other => other,
+    }
+    .map_err(|e| Error::io("memfd_create", e))
+}
+
+/// Faults in every page of a fresh mapping, once. Running out of memory
+/// here is an error now, not a SIGBUS or an OOM kill at the first write.
+fn prefault(map: &MmapRaw, len: usize) -> Result<()> {
+    let ptr = map.as_mut_ptr();
+    // SAFETY: `ptr..ptr+len` is exactly our mapping; MADV_POPULATE_WRITE
+    // only faults pages in, it does not change their contents.
+    let done =
+        unsafe { rustix::mm::madvise(ptr.cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
+    match done {
+        Ok(()) => Ok(()),
+        // Kernels before 5.14 do not know the advice: write one byte per
+        // page. The mapping is fresh and not yet shared, and the bytes are
+        // zero already. (A shortage then still shows as SIGBUS.)
+        Err(rustix::io::Errno::INVAL) => {
             let page = page_size();
             for off in (0..len).step_by(page) {
                 // SAFETY: `off < len`, inside our mapping; nobody else can
                 // see it yet, so a plain volatile write races with nothing.
                 unsafe { ptr.add(off).write_volatile(0) };
             }
+            Ok(())
         }
+        Err(e) => Err(Error::InvalidConfig(format!(
+            "cannot back a pool of {len} bytes with memory ({e}): make it smaller, free \
+             memory, or raise the shared-memory limits (/dev/shm size, memory cgroup)"
+        ))),
     }
 }
 
@@ -370,11 +435,16 @@ impl Region {
         crate::fork::current() != self.fork_generation
     }
 
-    /// `Err(Forked)` in a process that inherited this region through fork.
+    /// `Err(Forked)` in a process that inherited this region through fork,
+    /// `Err(WitnessLost)` once our liveness lock was found gone.
     #[inline]
     pub(crate) fn check_not_inherited(&self) -> Result<()> {
         if self.inherited() {
             return Err(Error::Forked);
+        }
+        // Relaxed: a sticky flag set by this process.
+        if self.witness_lost.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::WitnessLost);
         }
         Ok(())
     }
@@ -385,14 +455,37 @@ impl Region {
         matches!(liveness::is_held(self.fd.as_fd(), index), Ok(false))
     }
 
+    /// Joins seen so far (see `crate::watch`).
+    pub(crate) fn roster(&self) -> u64 {
+        self.control().roster()
+    }
+
+    /// What a blocked call runs before each sleep: the death watch, then
+    /// (without a watcher) a sweep at most every `FALLBACK`. Returns the
+    /// longest the sleep may last.
+    pub(crate) fn before_sleep(self: &Arc<Self>) -> Result<Duration> {
+        self.check_not_inherited()?;
+        let (slice, sweep) = self.watch.before_sleep(self);
+        if sweep {
+            self.sweep_now_and_then(crate::watch::FALLBACK)?;
+        }
+        Ok(slice)
+    }
+
+    /// Counts a thread of this process as asleep on the region (for the
+    /// fork handlers) until the guard drops.
+    pub(crate) fn sleeping(&self) -> crate::watch::Sleeping<'_> {
+        self.watch.sleeping()
+    }
+
     /// [`sweep`](Self::sweep), unless one ran in this process less than
-    /// `every` ago: what blocked calls run between sleeps, so that a wake-up
-    /// of many sleepers does not become as many sweeps.
-    pub(crate) fn sweep_now_and_then(&self, every: Duration) {
+    /// `every` ago: what sleepers without a watcher run between sleeps, so
+    /// that a wake-up of many sleepers does not become as many sweeps.
+    fn sweep_now_and_then(&self, every: Duration) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = self.born.elapsed().as_millis() as u64;
         let last = self.last_sweep.load(Relaxed);
-        // Relaxed: a rate limit; two threads sweeping at once is harmless.
+        // Relaxed: a rate limit; the sweeps themselves are exclusive.
         // 0: never swept yet.
         if (last == 0 || now.saturating_sub(last) >= every.as_millis() as u64)
             && self
@@ -400,48 +493,72 @@ impl Region {
                 .compare_exchange(last, now.max(1), Relaxed, Relaxed)
                 .is_ok()
         {
-            self.sweep();
+            self.sweep()?;
         }
+        Ok(())
     }
 
     /// Recovers every dead participant and scrubs the index.
-    pub(crate) fn sweep(&self) -> Recovered {
+    pub(crate) fn sweep(&self) -> Result<Recovered> {
         self.recover_where(&|_| true)
+    }
+
+    /// A sweep for the watcher thread: errors (we were forked from, our
+    /// lock is gone) are what the sleepers report, not the watcher.
+    pub(crate) fn sweep_quietly(&self) {
+        let _ = self.sweep();
+    }
+
+    /// The other participants a watcher should watch: alive, and not this
+    /// process (another region of ours has our pid and never dies first).
+    pub(crate) fn peers(&self) -> Vec<crate::watch::Peer> {
+        let me = self.me();
+        self.control()
+            .participants()
+            .into_iter()
+            .filter(|p| p.index != me.index() && p.pid != self.pid)
+            .map(|p| crate::watch::Peer {
+                key: (p.index, p.incarnation),
+                pid: p.pid,
+                pid_ino: p.pid_ino,
+            })
+            .collect()
     }
 
     /// Recovers the dead participants `pick` selects (by entry index), each
     /// under its liveness lock, then scrubs the index.
-    fn recover_where(&self, pick: &dyn Fn(usize) -> bool) -> Recovered {
+    fn recover_where(&self, pick: &dyn Fn(usize) -> bool) -> Result<Recovered> {
+        // Never through an inherited region: its descriptor number was
+        // closed at the fork and may name another file by now.
+        self.check_not_inherited()?;
         let me = self.me().index();
         // Fail closed: if our own lock is gone (some code in this process
         // closed a descriptor it did not own), our view of who is dead is
         // no longer the kernel's, and recovering could free live segments.
         if !matches!(liveness::is_held(self.fd.as_fd(), me), Ok(true)) {
-            return Recovered::default();
+            // Relaxed: a sticky flag read by this process only.
+            self.witness_lost
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(Error::WitnessLost);
         }
         let witness = &self.witness;
         let r = self.control().recover_dead(
+            &self.turn,
             &mut |i| i != me && pick(i) && matches!(witness.try_lock(i), Ok(true)),
             &mut |i| witness.unlock(i),
         );
-        self.count_recovered(r);
-        r
-    }
-
-    fn count_recovered(&self, r: Recovered) {
-        if r != Recovered::default() {
-            *self.recovered.lock().unwrap_or_else(|e| e.into_inner()) += r;
-        }
+        self.recovered.add(r);
+        Ok(r)
     }
 
     /// Everything recoveries run through this region did so far.
     pub(crate) fn recovered(&self) -> Recovered {
-        *self.recovered.lock().unwrap_or_else(|e| e.into_inner())
+        self.recovered.get()
     }
 
     /// Recovers the dead participants that recorded `pid`; returns the
     /// segments that came back.
-    pub(crate) fn recover_pid(&self, pid: u32) -> usize {
+    pub(crate) fn recover_pid(&self, pid: u32) -> Result<usize> {
         let ctl = self.control();
         let named: Vec<usize> = ctl
             .participants()
@@ -449,7 +566,7 @@ impl Region {
             .filter(|p| p.pid == pid)
             .map(|p| p.index)
             .collect();
-        self.recover_where(&|i| named.contains(&i)).freed
+        Ok(self.recover_where(&|i| named.contains(&i))?.freed)
     }
 
     /// Start of segment `seg` (< count): `segment_size` writable bytes.
@@ -502,6 +619,7 @@ impl Drop for Region {
             // name. The witness leaks its (already closed) descriptor.
             return;
         }
+        self.watch.stop();
         // Every writer, reader and unit of this region is gone (they hold
         // it), so this hands committed units to the ring and frees the entry;
         // the witness's drop then releases the lock. A region whose join

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::layout::UNIT_ALIGN;
 use crate::policy::{Probe, WaitPolicy};
-use crate::protocol::Lease;
+use crate::protocol::{Lease, UnitId};
 use crate::region::Region;
 use std::fmt;
 use std::sync::Arc;
@@ -51,6 +51,16 @@ impl Writer {
         self
     }
 
+    /// Whether a signal that interrupts a blocked `begin_unit` ends it with
+    /// [`Error::Interrupted`] (default `false`: the wait goes on). A binding
+    /// for a language with its own signal handlers (Python) sets it, runs
+    /// them, and calls again with the time left: no periodic wake-up is
+    /// needed to notice Ctrl-C.
+    pub fn interruptible(mut self, yes: bool) -> Self {
+        self.policy.set_interruptible(yes);
+        self
+    }
+
     /// The timeout `begin_unit` uses.
     pub fn acquire_timeout(&self) -> Duration {
         self.acquire_timeout
@@ -77,11 +87,9 @@ impl Writer {
             // Fast path: a free segment, so no deadline to compute (no clock read).
             lease
         } else {
-            let check = || {
-                self.region.sweep_now_and_then(crate::policy::SWEEP_EVERY);
-                self.policy.probe()
-            };
-            ctl.begin(me, &self.policy.wait(Some(timeout), &check))?
+            let _sleeping = self.region.sleeping();
+            let before_sleep = || self.policy.before_sleep(&self.region);
+            ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep))?
         };
         Ok(UnitWriter {
             region: self.region.clone(),
@@ -133,6 +141,13 @@ impl UnitWriter {
     /// Index of the segment being written.
     pub fn segment(&self) -> usize {
         self.lease().seg
+    }
+
+    /// The unit's name: what [`Unit::id`](crate::Unit::id) returns for it
+    /// once received, and what [`Reader::recv_id`](crate::Reader::recv_id)
+    /// takes.
+    pub fn id(&self) -> UnitId {
+        self.lease().id()
     }
 
     /// Bytes this unit spans so far.

@@ -75,11 +75,14 @@ fn a_wrong_version_is_incompatible() {
 }
 
 #[test]
-fn a_version_1_pool_is_incompatible() {
+fn older_layout_versions_are_incompatible() {
     let img = valid_image();
-    let obj = Object::new("v1", &patch(&img, VERSION, &1u32.to_le_bytes()));
-    assert!(matches!(obj.attach(img.len()),
-        Err(Error::Incompatible(m)) if m.contains("layout version 1, this build speaks 3")));
+    // 1: protocol v1; 3: protocol v2 (no pidfd identities, no roster).
+    for old in [1u32, 3] {
+        let obj = Object::new("old", &patch(&img, VERSION, &old.to_le_bytes()));
+        let want = format!("layout version {old}, this build speaks 4");
+        assert!(matches!(obj.attach(img.len()), Err(Error::Incompatible(m)) if m.contains(&want)));
+    }
 }
 
 #[test]

@@ -406,7 +406,7 @@ fn recover_writer_refuses_this_processs_own_pid() {
     let p = pool(64, 1, Duration::ZERO);
     let w = p.open_writer();
     let _mine = w.begin_unit().unwrap();
-    assert_eq!(p.recover_writer(std::process::id()), 0);
+    assert_eq!(p.recover_writer(std::process::id()).unwrap(), 0);
     assert!(
         matches!(w.begin_unit(), Err(Error::Exhausted { .. })),
         "no second owner"

@@ -63,7 +63,7 @@ fn stat_text_shows_held_queued_and_the_processes() {
     for want in [
         format!("pool         {} (memfd)", fx.target),
         format!("processes    {} (", fx.pid),
-        "geometry     8 segments x 64 KiB (65536 bytes), layout version 3".into(),
+        "geometry     8 segments x 64 KiB (65536 bytes), layout version 4".into(),
         "units        published 5, reclaimed 0, in flight 5".into(),
         "segments     free 2  writing 1  queued 2  held 3   (of 8)".into(),
         "waiting      producers 0  consumers 0".into(),
@@ -358,12 +358,12 @@ fn a_pid_without_a_pool_is_an_error() {
     );
 }
 
-/// A header that claims to be ours (magic, version 3, this page size) but
+/// A header that claims to be ours (magic, version 4, this page size) but
 /// whose offsets are all zero.
 fn corrupt_header() -> Vec<u8> {
     let mut b = vec![0u8; 64 << 10];
     b[0..8].copy_from_slice(b"SEGPOOL\0");
-    b[8..12].copy_from_slice(&3u32.to_le_bytes());
+    b[8..12].copy_from_slice(&4u32.to_le_bytes());
     b[12..16].copy_from_slice(&4096u32.to_le_bytes());
     b[16..24].copy_from_slice(&4096u64.to_le_bytes());
     b[24..32].copy_from_slice(&4u64.to_le_bytes());

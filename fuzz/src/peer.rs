@@ -335,8 +335,8 @@ impl<'w> Driver<'w> {
     /// alive) and for every participant the table says is dead, which a
     /// peer may have forged.
     pub fn recover(&mut self) {
-        self.pool.recover_writer(std::process::id());
-        std::hint::black_box(self.pool.recover_dead());
+        let _ = self.pool.recover_writer(std::process::id());
+        let _ = std::hint::black_box(self.pool.recover_dead());
     }
 
     /// Drops every unit and open writer, then shuts down and drains: all of

@@ -280,7 +280,9 @@ fn is_probe_wake(e: &Error) -> bool {
 /// still delivered; the unit it was writing comes back. This is the one
 /// place that names the core's recovery call.
 fn recover_dead_worker(pool: &SegmentPool, pid: u32) -> usize {
-    pool.recover_writer(pid)
+    // An error (the pool inherited through fork, our lock gone) recovers
+    // nothing; the next blocked call reports it.
+    pool.recover_writer(pid).unwrap_or(0)
 }
 
 /// A hook run with a dead worker's pid just before its segments are taken

@@ -17,8 +17,10 @@
 /// every case: a wake-up is a hint, never a promise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wake {
-    /// Woken, interrupted, or the word no longer held the expected value.
+    /// Woken, or the word no longer held the expected value.
     Woken,
+    /// A signal interrupted the sleep (`EINTR`; never under loom).
+    Interrupted,
     /// The deadline passed.
     TimedOut,
 }

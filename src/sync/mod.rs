@@ -9,15 +9,18 @@
 //! | `AtomicU32/64` | `core::sync::atomic`                | `loom::sync::atomic`                          |
 //! | [`FutexWord`]  | an `AtomicU32` + shared Linux futex | an `AtomicU32` + loom `Mutex`/`Condvar` emulation |
 //! | [`Backoff`]    | `crossbeam_utils::Backoff`          | completes at once (spinning only bloats the model) |
+//! | `Mutex`        | `std::sync::Mutex`                  | `loom::sync::Mutex` (one recoverer per description) |
 
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     pub(crate) use crossbeam_utils::Backoff;
+    pub(crate) use std::sync::Mutex;
 }
 
 #[cfg(loom)]
 mod imp {
+    pub(crate) use loom::sync::Mutex;
     pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
     /// Under loom a spin phase only multiplies interleavings without adding
@@ -38,4 +41,4 @@ mod imp {
 mod futex_word;
 
 pub(crate) use futex_word::{FutexWord, Wake};
-pub(crate) use imp::{AtomicU32, AtomicU64, Backoff, Ordering};
+pub(crate) use imp::{AtomicU32, AtomicU64, Backoff, Mutex, Ordering};

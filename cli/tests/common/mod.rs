@@ -387,7 +387,7 @@ pub fn fixture_main(state: &str) {
             for line in std::io::stdin().lines() {
                 let Ok(line) = line else { break };
                 if line.trim() == "recover" {
-                    let r = pool.recover_dead();
+                    let r = pool.recover_dead().expect("recover_dead");
                     println!(
                         "DONE participants={} freed={} delivered={}",
                         r.participants, r.freed, r.delivered

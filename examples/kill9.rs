@@ -6,10 +6,14 @@
 //!     [--segments 8] [--size 4096] [--held 3] [--self-kill-every 40] [--seed N]
 //! ```
 //!
-//! One binary, three roles. The *orchestrator* (the default) creates a small
+//! One binary, four roles. The *orchestrator* (the default) creates a small
 //! pool, so producers often sleep in `begin_unit`, and starts itself again as
-//! `--producers` producer processes and one consumer process (the role is in
-//! [`ROLE_ENV`]; the pool comes through `configure_command`). Then it kills:
+//! `--producers` producer processes, one consumer process and one
+//! *recoverer* process that runs `recover_dead` in a loop, so that kills
+//! also land in the middle of a recovery (the role is in [`ROLE_ENV`]; the
+//! pool comes through `configure_command`). Producers and the consumer that
+//! sleep run the death watcher of liveness v3, which recovers too, so kills
+//! land in their recoveries as well. Then it kills:
 //! after a random delay (0 to 3 ms, drawn from three bands so that short and
 //! long lives both occur) it sends `SIGKILL` to a random child, reaps it,
 //! runs `recover_dead`, and starts a new incarnation in its place. Children
@@ -135,8 +139,8 @@ pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> 
             f => return Err(format!("unknown flag {f}\n{USAGE}")),
         }
     }
-    if c.producers == 0 || c.producers >= Board::SLOTS {
-        return Err(format!("--producers must be 1..{}", Board::SLOTS - 1));
+    if c.producers == 0 || c.producers + 1 >= Board::SLOTS {
+        return Err(format!("--producers must be 1..{}", Board::SLOTS - 2));
     }
     if c.segment_size <= HEADER {
         return Err(format!("--size must exceed the {HEADER}-byte header"));
@@ -340,10 +344,14 @@ enum Phase {
     Hold = 8,
     /// Consumer: dropping views (segments going back).
     Drop = 9,
+    /// Recoverer: inside `recover_dead`.
+    Recover = 10,
+    /// Recoverer: between two recoveries.
+    Rest = 11,
 }
 
 impl Phase {
-    const ALL: [Phase; 10] = [
+    const ALL: [Phase; 12] = [
         Phase::Starting,
         Phase::Idle,
         Phase::Begin,
@@ -354,6 +362,8 @@ impl Phase {
         Phase::Check,
         Phase::Hold,
         Phase::Drop,
+        Phase::Recover,
+        Phase::Rest,
     ];
 
     fn describe(self, asleep: bool) -> &'static str {
@@ -370,6 +380,8 @@ impl Phase {
             (Phase::Check, _) => "took a unit, reporting",
             (Phase::Hold, _) => "holding views",
             (Phase::Drop, _) => "dropping views",
+            (Phase::Recover, _) => "in recover_dead",
+            (Phase::Rest, _) => "between recoveries",
         }
     }
 }
@@ -468,6 +480,9 @@ fn child(role: &str) -> Result<(), String> {
         (Some("consumer"), &[slot, inc, seed, every, held]) => {
             consumer(slot as usize, inc as u32, Rng(seed), every, held)
         }
+        (Some("recoverer"), &[slot, inc, seed, every]) => {
+            recoverer(slot as usize, inc as u32, Rng(seed), every)
+        }
         _ => Err(format!("unknown role {role}")),
     }
 }
@@ -475,6 +490,25 @@ fn child(role: &str) -> Result<(), String> {
 fn report(line: std::fmt::Arguments<'_>) -> Result<(), String> {
     // Stdout is line-buffered: one write(2) per report.
     writeln!(std::io::stdout().lock(), "{TAG} {line}").map_err(|e| format!("report: {e}"))
+}
+
+/// Runs `recover_dead` in a loop, now and then with its own death armed to
+/// land inside it: whatever a recovery killed half-way left, the next one
+/// (the orchestrator's, or a watcher's) must finish.
+fn recoverer(slot: usize, inc: u32, mut rng: Rng, every: u64) -> Result<(), String> {
+    let board = Board::inherited()?;
+    let trip = Tripwire::new()?;
+    let pool = SegmentPool::from_env().map_err(|e| format!("attach: {e}"))?;
+    loop {
+        board.set(slot, inc, Phase::Rest);
+        pause(&mut rng);
+        if every > 0 && rng.below(every) < 4 {
+            trip.arm(rng.micros(20));
+        }
+        board.set(slot, inc, Phase::Recover);
+        pool.recover_dead()
+            .map_err(|e| format!("recover_dead: {e}"))?;
+    }
 }
 
 fn producer(slot: usize, inc: u32, mut rng: Rng, every: u64) -> Result<(), String> {
@@ -707,6 +741,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum Role {
     Producer(usize),
     Consumer,
+    Recoverer,
 }
 
 /// Who sent the `SIGKILL`.
@@ -916,6 +951,7 @@ impl Run<'_> {
                 "consumer {} {inc} {seed} {every} {}",
                 self.cfg.producers, self.cfg.max_held
             ),
+            Role::Recoverer => format!("recoverer {} {inc} {seed} {every}", self.cfg.producers + 1),
         };
         if let Role::Producer(slot) = role {
             lock(&self.ledger).slot_of.insert(inc, slot as u32);
@@ -950,6 +986,7 @@ impl Run<'_> {
         match role {
             Role::Producer(s) => s,
             Role::Consumer => self.cfg.producers,
+            Role::Recoverer => self.cfg.producers + 1,
         }
     }
 
@@ -993,10 +1030,12 @@ impl Run<'_> {
             Role::Producer(_) => {
                 self.killed_producers.insert(kid.inc);
             }
+            Role::Recoverer => {}
         }
         let role = match kid.role {
             Role::Producer(_) => "producer",
             Role::Consumer => "consumer",
+            Role::Recoverer => "recoverer",
         };
         let column = match by {
             By::Orchestrator => 0,
@@ -1058,12 +1097,16 @@ impl Run<'_> {
             } else {
                 std::thread::sleep(delay);
             }
-            // A random victim: the consumer a quarter of the time.
-            let victim = if self.rng.below(4) == 0 {
+            // A random victim: the consumer a quarter of the time, the
+            // recoverer an eighth, a producer otherwise.
+            let pick = self.rng.below(8);
+            let victim = if pick < 2 {
                 kids.iter().position(|k| k.role == Role::Consumer)
+            } else if pick == 2 {
+                kids.iter().position(|k| k.role == Role::Recoverer)
             } else {
                 let producers: Vec<usize> = (0..kids.len())
-                    .filter(|&i| kids[i].role != Role::Consumer)
+                    .filter(|&i| matches!(kids[i].role, Role::Producer(_)))
                     .collect();
                 Some(producers[self.rng.below(producers.len() as u64) as usize])
             }
@@ -1320,10 +1363,12 @@ pub fn run(cfg: &Config, make_cmd: &dyn Fn() -> Command) -> Result<Report, Strin
             Err(e) => result = Err(e),
         }
     }
-    if result.is_ok() {
-        match run.spawn(Role::Consumer) {
-            Ok(k) => kids.push(k),
-            Err(e) => result = Err(e),
+    for role in [Role::Consumer, Role::Recoverer] {
+        if result.is_ok() {
+            match run.spawn(role) {
+                Ok(k) => kids.push(k),
+                Err(e) => result = Err(e),
+            }
         }
     }
     if result.is_ok() {

@@ -12,7 +12,9 @@
 //!   reclaimed the moment its last view drops, out of order: one held unit
 //!   never stalls the others;
 //! - producers and consumers block on **futex words** in the shared control
-//!   page, with waiter counts so the fast path makes no syscall;
+//!   page; a sleeper flags the word its waker must touch anyway, so the fast
+//!   path makes no syscall, and a sleeper burns no CPU: deaths of peers
+//!   reach it as events, not through periodic sweeps;
 //! - a **publish ring** in the control page carries tickets in order: the
 //!   pool is the whole transport, no side channel;
 //! - any number of writers, in any processes;
@@ -63,6 +65,8 @@
 //! `protocol` holds every state transition and wait; `bitmap` and `ring`
 //! are its two lock-free structures; `layout` is the control page; `sync`
 //! is the loom seam; `futex` makes the one syscall; `region` maps memory;
+//! `liveness` holds the kernel's witness of each process, `watch` turns
+//! deaths into wake-ups, and `fork` keeps all of it whole across `fork`;
 //! [`subprocess`] runs worker processes on top of all that.
 #![cfg(target_os = "linux")]
 #![deny(missing_docs)]

@@ -483,6 +483,7 @@ fn finding_8_the_memfd_can_never_be_executable() {
     // SAFETY: F_GET_SEALS on an fd this process owns.
     let seals = unsafe { libc::fcntl(n, libc::F_GET_SEALS) };
     assert!(seals >= 0);
+    // SAFETY: all-zero is a valid `stat` (a C struct of integers).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat fills `st` for an open fd.
     assert_eq!(unsafe { libc::fstat(n, &mut st) }, 0);

@@ -108,7 +108,7 @@ pub fn dead_holders(ps: &[ParticipantReport]) -> Option<String> {
         .collect();
     (!dead.is_empty()).then(|| {
         format!(
-            "{}: run recovery, or any blocked call will within 100 ms",
+            "{}: run recovery, or any blocked call will within 1 s",
             dead.join("; ")
         )
     })
@@ -156,7 +156,7 @@ pub fn participant_line(p: &ParticipantReport) -> String {
         );
     }
     if p.is_dead() && p.segments > 0 {
-        line.push_str(" <- run recovery, or any blocked call will within 100 ms");
+        line.push_str(" <- run recovery, or any blocked call will within 1 s");
     }
     line
 }
@@ -680,7 +680,7 @@ mod tests {
         assert_eq!(
             d,
             "full: no free segment (0 writing, 0 queued, 4 held), nobody asleep yet; \
-             pid 123 dead, holds 2: run recovery, or any blocked call will within 100 ms"
+             pid 123 dead, holds 2: run recovery, or any blocked call will within 1 s"
         );
         assert_eq!(live_waiting(&s, &ps).producers, 0);
         assert_eq!(participant_count(&ps), "2 (1 dead)");

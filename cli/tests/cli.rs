@@ -116,7 +116,7 @@ fn stat_json_has_the_documented_schema() {
         format!("/proc/{}", fx.target.replace(':', "/fd/"))
     );
     assert_eq!(v["name"], Value::Null);
-    assert_eq!(v["layout_version"], 3);
+    assert_eq!(v["layout_version"], 4);
     assert_eq!(
         (v["published"].as_u64(), v["reclaimed"].as_u64()),
         (Some(5), Some(0))
@@ -224,7 +224,7 @@ fn a_dead_participant_is_named_until_recovered_then_counted() {
     );
     assert_eq!(v["state"], "busy");
     let hint =
-        format!("pid {dead} dead, holds 2: run recovery, or any blocked call will within 100 ms");
+        format!("pid {dead} dead, holds 2: run recovery, or any blocked call will within 1 s");
     let diagnosis = v["diagnosis"].as_str().unwrap();
     assert!(diagnosis.ends_with(&format!("; {hint}")), "{diagnosis}");
 

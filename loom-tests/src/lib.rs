@@ -32,7 +32,7 @@
 
 use loom::cell::UnsafeCell;
 use loom::thread;
-use segpool::__private::{Control, HeapControl, Lease, Owner, Taken, Wait};
+use segpool::__private::{Control, Description, HeapControl, Lease, Owner, Taken, Wait};
 use segpool::{Error, Recovered};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,6 +92,22 @@ impl Pool {
     /// What a survivor's sweep does: recovers every dead participant, scrubs.
     pub fn recover_dead(&self) -> Recovered {
         self.block.recover_dead()
+    }
+
+    /// A new open file description of the pool: a process of its own, for
+    /// liveness locks (every thread using one description holds its locks).
+    pub fn description(&self) -> Description {
+        self.block.description()
+    }
+
+    /// A participant joining through `d`.
+    pub fn join_as(&self, d: &Description) -> Owner {
+        self.block.join_as(d)
+    }
+
+    /// A sweep through description `d` by participant `me`.
+    pub fn recover_dead_as(&self, d: &Description, me: Option<Owner>) -> Recovered {
+        self.block.recover_dead_as(d, me)
     }
 
     /// Writes `v` into the leased segment, as `UnitWriter::write_binary` does.
@@ -678,31 +694,43 @@ pub fn stale_slot_after_a_dead_consumer() {
     let pool = Pool::new(1);
     let (me, dead, live) = (pool.join(), pool.join(), pool.join());
     assert_eq!(pool.produce(live, value(1, 0)).unwrap(), 0);
+    // 1: the doomed consumer gave up without taking (it found itself
+    // recovered before its take: `WitnessLost`, as a real process whose
+    // lock is gone would).
+    let gave_up = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
     let d = Arc::clone(&pool);
-    let doomed = thread::spawn(move || {
-        let t = d.ctl().try_take(dead).unwrap().expect("published");
-        assert_eq!(t.ticket, 0); // and dies: never read, never released
+    let g = Arc::clone(&gave_up);
+    let doomed = thread::spawn(move || match d.ctl().try_take(dead) {
+        Ok(t) => assert_eq!(t.expect("published").ticket, 0), // and dies
+        Err(Error::WitnessLost) => g.store(1, loom::sync::atomic::Ordering::Release),
+        Err(e) => panic!("{e:?}"),
     });
     pool.kill(dead);
     let r = Arc::clone(&pool);
+    let g = Arc::clone(&gave_up);
     let recovery = thread::spawn(move || {
         loop {
             let rec = r.ctl().recover(dead.index(), dead.incarnation());
             assert_eq!(rec.delivered, 0, "{rec:?}");
-            if rec.freed == 1 {
+            if rec.freed == 1 || g.load(loom::sync::atomic::Ordering::Acquire) == 1 {
                 break;
             }
             thread::yield_now();
         }
     });
     recovery.join().unwrap();
+    doomed.join().unwrap();
+    // Ticket 0 was taken by the doomed consumer (and its segment recovered)
+    // or is still there for the next one.
+    if gave_up.load(loom::sync::atomic::Ordering::Acquire) == 1 {
+        assert_eq!(pool.consume(me).unwrap(), (0, value(1, 0)));
+    }
     assert_eq!(pool.produce(live, value(1, 1)).unwrap(), 1);
     assert_eq!(
         pool.consume(me).unwrap(),
         (1, value(1, 1)),
         "the next ticket once, the stale slot stepped over"
     );
-    doomed.join().unwrap();
     pool.assert_quiescent(2);
 }
 
@@ -757,10 +785,12 @@ pub fn two_recoverers_race() {
     let open = pool.ctl().try_begin(dead).unwrap().expect("a free segment");
     pool.write(&open, value(2, 1));
     pool.kill(dead);
+    // Two survivor processes: a description each.
     let recoverers: Vec<_> = (0..2)
         .map(|_| {
             let r = Arc::clone(&pool);
-            thread::spawn(move || r.recover_dead())
+            let d = pool.description();
+            thread::spawn(move || r.recover_dead_as(&d, None))
         })
         .collect();
     let mut total = Recovered::default();
@@ -775,4 +805,85 @@ pub fn two_recoverers_race() {
     assert_eq!(pool.ctl().reclaimed(), 1, "the held unit counted once");
     assert_eq!(pool.consume(me).unwrap(), (1, value(2, 0)));
     pool.assert_quiescent(2);
+}
+
+/// Model 14: recovery is exclusive between the threads of one process. A
+/// lock of the kernel's belongs to an open file description, so both
+/// threads of survivor P may "claim" the dead participant's entry; if both
+/// went on, one could free the entry, a newcomer R join it and lease a
+/// segment, and the other recover R. With the description's recovery turn
+/// they take turns, and R's lease is always R's to commit.
+pub fn recovery_is_exclusive_within_a_process() {
+    let pool = Pool::new(2);
+    let dead = pool.join();
+    let _lost = pool.ctl().try_begin(dead).unwrap().expect("a free segment");
+    let p_desc = Arc::new(pool.description());
+    let p = pool.join_as(&p_desc);
+    pool.kill(dead);
+    let sweepers: Vec<_> = (0..2)
+        .map(|_| {
+            let (pl, d) = (Arc::clone(&pool), Arc::clone(&p_desc));
+            thread::spawn(move || pl.recover_dead_as(&d, Some(p)))
+        })
+        .collect();
+    let r_pool = Arc::clone(&pool);
+    let newcomer = thread::spawn(move || {
+        let r = r_pool.join();
+        let lease = r_pool.ctl().try_begin(r).unwrap().expect("a free segment");
+        r_pool.write(&lease, value(3, 0));
+        (r, lease)
+    });
+    let mut total = Recovered::default();
+    for h in sweepers {
+        total += h.join().unwrap();
+    }
+    let (r, lease) = newcomer.join().unwrap();
+    assert_eq!(
+        total.participants, 1,
+        "the dead entry once, never R: {total:?}"
+    );
+    assert!(pool.ctl().check_alive(r).is_ok(), "R was recovered alive");
+    assert_eq!(
+        pool.ctl().commit(lease, UNIT_LEN).unwrap(),
+        0,
+        "R's lease is R's"
+    );
+    assert_eq!(pool.consume(p).unwrap(), (0, value(3, 0)));
+    pool.kill(r);
+    pool.recover_dead();
+    pool.assert_quiescent(1);
+}
+
+/// Model 15: a participant whose lock the kernel dropped while it lived
+/// (a descriptor closed behind its back) is recovered, and a newcomer B
+/// joins its entry. The survivor A then notices at its commit
+/// (`WitnessLost`, not a quiet `Stale`), and its `leave` frees nothing of
+/// B's: it acts on its own incarnation only.
+pub fn a_wrongly_recovered_participant_stops() {
+    let pool = Pool::new(2);
+    let (me, a) = (pool.join(), pool.join());
+    let lease = pool.ctl().try_begin(a).unwrap().expect("a free segment");
+    pool.write(&lease, value(1, 0));
+    pool.kill(a);
+    let rec = thread::spawn({
+        let pl = Arc::clone(&pool);
+        move || pl.recover_dead()
+    });
+    assert_eq!(rec.join().unwrap().freed, 1);
+    let b = pool.join();
+    assert_eq!(b.index(), a.index(), "B takes A's entry");
+    let b_lease = pool.ctl().try_begin(b).unwrap().expect("a free segment");
+    pool.write(&b_lease, value(2, 0));
+    let r = pool.ctl().commit(lease, UNIT_LEN);
+    assert!(matches!(r, Err(Error::WitnessLost)), "A's commit: {r:?}");
+    assert_eq!(
+        pool.ctl().leave(a),
+        Recovered::default(),
+        "A's leave freed B's"
+    );
+    assert_eq!(pool.ctl().commit(b_lease, UNIT_LEN).unwrap(), 0);
+    assert_eq!(pool.consume(me).unwrap(), (0, value(2, 0)));
+    pool.kill(b);
+    pool.recover_dead();
+    pool.assert_quiescent(1);
 }

@@ -114,3 +114,19 @@ fn m12_dead_waiter_leaves_a_flag() {
 fn m13_two_recoverers_race() {
     check("m13 two recoverers", two_recoverers_race);
 }
+
+#[test]
+fn m14_recovery_is_exclusive_within_a_process() {
+    check(
+        "m14 one recoverer per description",
+        recovery_is_exclusive_within_a_process,
+    );
+}
+
+#[test]
+fn m15_a_wrongly_recovered_participant_stops() {
+    check(
+        "m15 wrongly recovered",
+        a_wrongly_recovered_participant_stops,
+    );
+}

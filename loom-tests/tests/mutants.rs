@@ -19,7 +19,10 @@
         segpool_mutant = "no_final_attempt",
         segpool_mutant = "recover_ignores_ring",
         segpool_mutant = "stale_slot_taken",
-        segpool_mutant = "flag_ignored"
+        segpool_mutant = "flag_ignored",
+        segpool_mutant = "recover_unturned",
+        segpool_mutant = "leave_any_incarnation",
+        segpool_mutant = "alive_unchecked"
     )
 ))]
 
@@ -50,6 +53,8 @@ const MODELS: &[(&str, fn())] = &[
     ("m11", stale_slot_after_a_dead_consumer),
     ("m12", dead_waiter_leaves_a_flag),
     ("m13", two_recoverers_race),
+    ("m14", recovery_is_exclusive_within_a_process),
+    ("m15", a_wrongly_recovered_participant_stops),
 ];
 
 /// Loom's reports for a model that fails.
@@ -212,4 +217,22 @@ fn a_release_that_ignores_the_flag_strands_the_sleeper() {
         ("m6", DEADLOCK),
         ("m12", DEADLOCK),
     ]);
+}
+
+#[test]
+#[cfg(segpool_mutant = "recover_unturned")]
+fn two_threads_of_one_process_recovering_at_once_recover_a_live_newcomer() {
+    assert_caught(&[("m14", "R was recovered alive")]);
+}
+
+#[test]
+#[cfg(segpool_mutant = "leave_any_incarnation")]
+fn a_leave_of_an_old_incarnation_frees_the_newcomers_segments() {
+    assert_caught(&[("m15", "A's leave freed B's")]);
+}
+
+#[test]
+#[cfg(segpool_mutant = "alive_unchecked")]
+fn a_wrongly_recovered_participant_that_does_not_check_goes_on_quietly() {
+    assert_caught(&[("m15", "A's commit")]);
 }

@@ -461,7 +461,7 @@ impl Workers {
     /// Segments taken back from dead processes so far (units they had
     /// begun and not committed, or held as readers): by this parent when a
     /// worker's death is noticed, or earlier by any process's recovery (a
-    /// blocked `begin_unit` or `recv` sweeps every 100 ms). The pool-wide
+    /// blocked `begin_unit` or `recv` recovers within 1 s). The pool-wide
     /// `stats().recovered_segments`.
     pub fn recovered(&self) -> usize {
         self.pool.stats().recovered_segments as usize

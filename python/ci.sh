@@ -17,8 +17,8 @@
 # 5. the source install (pip install ./python) once, with a short run.
 #
 # The environments (torch is about 2 GB of wheels with its CUDA libraries)
-# and the source build are made in the background while the wheel builds;
-# every test runs after all of them finished, on quiet cores.
+# and the source build are made in the background while clippy and the
+# wheel build; every test runs after all of them finished, on quiet cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-target/py-venv}
@@ -67,6 +67,16 @@ for v in "${versions[@]}"; do
   env_job[$v]=$!
 done
 
+stamp "source install (pip install ./python), in the background"
+# Its own cargo target dir (the wheel's is built for the zig linker and an
+# explicit target triple), and no LTO: it proves the source build works;
+# the wheel is the optimized build.
+(make_venv 3.11 "$venv-source" pytest numpy &&
+  CARGO_TARGET_DIR="$PWD/target/py-source-build" CARGO_PROFILE_RELEASE_LTO=off \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "$venv-source/bin/python" -m pip install -q ./python) \
+  >"$logs/source.log" 2>&1 &
+source_job=$!
+
 stamp "fmt + clippy (python/)"
 (cd python && cargo fmt --check && cargo clippy --all-targets -- -D warnings)
 
@@ -74,14 +84,6 @@ stamp "wheel (python/build-wheel.sh)"
 dist=target/py-dist
 bash python/build-wheel.sh "$dist"
 wheel=$(realpath "$(ls "$dist"/segpool-*.whl)")
-
-stamp "source install (pip install ./python), in the background"
-# Its own cargo target dir: the wheel's (python/target) was built for the
-# zig linker and an explicit target triple.
-(make_venv 3.11 "$venv-source" pytest numpy &&
-  CARGO_TARGET_DIR="$PWD/target/py-source-build" "$venv-source/bin/python" -m pip install -q ./python) \
-  >"$logs/source.log" 2>&1 &
-source_job=$!
 
 for v in "${versions[@]}"; do
   stamp "waiting for the environment of Python $v"

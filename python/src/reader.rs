@@ -13,7 +13,6 @@ use crate::pool::{Attached, Held, Pool};
 use crate::token;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 use segpool::UnitId;
 use std::sync::Arc;
 
@@ -172,13 +171,13 @@ impl Reader {
         // the view's address). Each anchor gets a keeper of the unit that a
         // `weakref.finalize` lets go of when the anchor is collected.
         let finalize = py.import("weakref")?.getattr("finalize")?;
-        let pinned = PyList::new(py, pinned.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
         let (base, _) = held
             .attached
             .pool
             .segment_raw(held.unit.segment())
             .map_err(to_py)?;
-        for (i, anchor) in pinned.iter().enumerate() {
+        for (i, anchor) in pinned.try_iter()?.enumerate() {
+            let anchor = anchor?;
             let keeper = Keeper::Unit(Held::new(held.unit.clone(), held.attached.clone()));
             // SAFETY: a zero-length view at the segment's start, which the
             // keeper keeps HELD and mapped; nothing is read or written

@@ -21,6 +21,19 @@ START_METHOD = os.environ.get("SEGPOOL_START_METHOD")
 if START_METHOD:
     multiprocessing.set_start_method(START_METHOD, force=True)
 
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+def contexts() -> list[str | None]:
+    """The ``mp_context`` values an end-to-end test runs with: None (the
+    default start method) and one that differs from it. A run with no
+    default set (a developer's) takes every method; CI's three runs, one per
+    default, take the next method in turn, so together they cover each
+    method as the default and as a differing explicit context."""
+    if not START_METHOD:
+        return [*METHODS, None]
+    return [None, METHODS[(METHODS.index(START_METHOD) + 1) % len(METHODS)]]
+
 
 # Names this suite could leave: segpool's named objects and Python's
 # SharedMemory ("psm_"). Other programs on the machine may come and go.

@@ -1,9 +1,10 @@
 """End to end through SPDL's iterate_in_subprocess, under every start method.
 
-Each test runs with ``mp_context`` set to fork, spawn, forkserver and None
-(the default, which conftest sets from SEGPOOL_START_METHOD), so every run of
-the suite also covers a context that differs from the default one: SPDL's
-own pool fails there, because its Condition belongs to one context.
+Each test runs with ``mp_context`` None (the default, which conftest sets
+from SEGPOOL_START_METHOD) and with a method that differs from the default
+(``conftest.contexts``), so every run of the suite covers a context that
+differs from the default one: SPDL's own pool fails there, because its
+Condition belongs to one context.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import time
 import _workers
 import numpy as np
 import pytest
-from conftest import require_spdl
+from conftest import contexts, require_spdl
 
 import segpool
 
 require_spdl()
 from spdl.pipeline import iterate_in_subprocess  # noqa: E402
 
-CONTEXTS = ["fork", "spawn", "forkserver", None]
+CONTEXTS = contexts()
 
 
 def run(fn, pool, ctx, **kw):

@@ -20,7 +20,7 @@ import multiprocessing
 import _workers
 import numpy as np
 import pytest
-from conftest import put, require_spdl, require_torch
+from conftest import contexts, put, require_spdl, require_torch
 
 torch = require_torch()
 torch.set_num_threads(1)  # before any fork: see the module's docstring
@@ -153,7 +153,7 @@ def test_from_numpy_and_back_shares_the_segment(make_pool):
     assert pool.reclaimed == 1
 
 
-@pytest.mark.parametrize("ctx", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize("ctx", contexts(), ids=lambda c: c or "default")
 def test_tensors_through_iterate_in_subprocess(ctx):
     pool = segpool.SharedMemorySegmentPool(1 << 20, 4)
     src = iterate_in_subprocess(

@@ -2,7 +2,9 @@
 # Liveness v3 in one run, side by side with the version before it:
 #   1. 64 B units/s between two processes (examples/tput64.rs), built from
 #      this tree and from protocol v2 (commit $BASE, checked out as a git
-#      worktree under target/), alternating, 5 rounds each;
+#      worktree under target/), alternating, 5 rounds each; and the
+#      instructions per 64 B unit in one thread, counted by callgrind
+#      (exact, so noise-free), for both;
 #   2. CPU per second asleep and the recovery delay after SIGKILL
 #      (benches/liveness.rs);
 #   3. CPU per second asleep of a Python thread blocked in begin_unit, if
@@ -39,6 +41,22 @@ echo "|---|---|---|"
 echo "| v2 ($BASE) | $mb | ${before[*]} |"
 echo "| v3 (this tree) | $ma | ${after[*]} |"
 awk -v a="$ma" -v b="$mb" 'BEGIN {printf "\nv3 / v2 = %.3f\n\n", a / b}'
+
+if command -v valgrind >/dev/null; then
+  n=100000
+  ir() {
+    valgrind --tool=callgrind --callgrind-out-file=target/tput64.callgrind \
+      --toggle-collect='*one_unit*' "$1" --oneloop "$n" 2>/dev/null
+    awk -v n="$n" '/^(summary|totals):/ {print $2 / n; exit}' target/tput64.callgrind
+  }
+  echo "## Instructions per 64 B unit, one thread, producer + consumer (callgrind, $n units)"
+  echo
+  echo "| version | instructions |"
+  echo "|---|---|"
+  echo "| v2 ($BASE) | $(ir "$base/target/release/examples/tput64") |"
+  echo "| v3 (this tree) | $(ir target/release/examples/tput64) |"
+  echo
+fi
 
 cargo bench -q --bench liveness
 

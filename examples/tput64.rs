@@ -4,7 +4,12 @@
 //!
 //! ```text
 //! cargo run --release --example tput64 -- [--units 2000000] [--count 64]
+//! cargo run --release --example tput64 -- --oneloop 100000
 //! ```
+//!
+//! `--oneloop N` runs N units through one thread instead (begin_unit,
+//! write_binary, commit_unit, recv, read one byte, drop), each inside
+//! `one_unit`, for callgrind to count instructions per unit exactly.
 //!
 //! It uses only calls protocol v2 already had, so `benches/liveness.sh` can
 //! build this same file against the previous version of the crate and
@@ -23,7 +28,29 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// One 64 B unit in and out, in one thread: what callgrind counts.
+#[inline(never)]
+fn one_unit(w: &segpool::Writer, r: &segpool::Reader, payload: &[u8; 64]) -> u8 {
+    let mut u = w.begin_unit().expect("begin");
+    u.write_binary(payload).expect("write");
+    u.commit_unit().expect("commit");
+    let unit = r.try_recv().expect("recv").expect("a unit");
+    unit[0]
+}
+
 fn main() {
+    let oneloop = arg("--oneloop", 0);
+    if oneloop > 0 {
+        let pool = SegmentPool::new(4096, 64).expect("pool");
+        let (w, r) = (pool.open_writer(), pool.open_reader());
+        let payload = [7u8; 64];
+        let mut sum = 0u64;
+        for _ in 0..oneloop {
+            sum += u64::from(one_unit(&w, &r, std::hint::black_box(&payload)));
+        }
+        assert_eq!(sum, 7 * oneloop);
+        return;
+    }
     let units = arg("--units", 2_000_000);
     if std::env::var(ROLE).is_ok() {
         let pool = SegmentPool::from_env().expect("attach");

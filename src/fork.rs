@@ -23,9 +23,13 @@
 //!   [`unsplit`] section.
 //! - **The death watchers** (`crate::watch`): threads are not copied into a
 //!   child, and a Python parent that forks with a native thread running gets
-//!   CPython's "multi-threaded fork" warning. The prepare handler stops
-//!   every watcher (they restart at the next sleep; the parent handler
-//!   restarts those a sleeping thread still needs).
+//!   CPython's "multi-threaded fork" warning. A second pair of handlers,
+//!   registered when the first watcher starts ([`register_watch_handlers`]),
+//!   stops every watcher before a `fork` and restarts, after it, those a
+//!   sleeping thread still needs. Registered that late, its prepare handler
+//!   runs before those of libraries registered earlier (handlers run in
+//!   reverse order), such as an allocator that locks its arenas in its own:
+//!   joining a thread there, which frees memory as it exits, would deadlock.
 //!
 //! `unsplit` sections are guarded by [`GATE`], which the prepare handler
 //! takes and the parent and child handlers release, so a `fork` from any
@@ -81,19 +85,61 @@ pub(crate) fn unsplit<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Before `fork`, in the forking thread: stop the watchers (outside the
-/// gate: a watcher may be dropping the last reference to a region, which
-/// enters a section), then close the gate.
+/// Before `fork`, in the forking thread: close the gate (the watchers were
+/// stopped by `watch_prepare`, which runs first).
 extern "C" fn prepare() {
-    crate::watch::stop_all_for_fork();
     lock_gate();
 }
 
-/// After `fork`, in the parent: open the gate, then give a watcher back to
-/// the regions a sleeping thread still needs one for.
+/// After `fork`, in the parent: open the gate.
 extern "C" fn in_parent() {
     unlock_gate();
+}
+
+/// 0: the watch handlers are not registered; 1: being registered; 2: done.
+static WATCH_HANDLERS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Before `fork`, ahead of `prepare` and of every library registered
+/// before the first watcher started: stop the watchers. Outside the gate:
+/// a watcher may be dropping the last reference to a region, which enters
+/// a section.
+extern "C" fn watch_prepare() {
+    crate::watch::stop_all_for_fork();
+}
+
+/// After `fork`, in the parent, after `in_parent` and the handlers of
+/// libraries registered before: restart the watchers sleepers still need.
+extern "C" fn watch_parent() {
     crate::watch::restart_after_fork();
+}
+
+/// In the child: the watchers are not there (threads are not copied).
+extern "C" fn watch_child() {
+    crate::watch::forget_after_fork();
+}
+
+/// Registers the watch handlers, once per process, outside any section
+/// (glibc holds its handler-list lock across a whole `fork`, and our
+/// prepare handler waits for the gate, so registering inside a section
+/// could deadlock against a concurrent `fork`). `false` if it failed.
+pub(crate) fn register_watch_handlers() -> bool {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+    loop {
+        match WATCH_HANDLERS.compare_exchange(0, 1, AcqRel, Acquire) {
+            Ok(_) => {
+                // SAFETY: three `extern "C" fn()` with static lifetime; the
+                // child one does only atomic stores.
+                let rc = unsafe {
+                    libc::pthread_atfork(Some(watch_prepare), Some(watch_parent), Some(watch_child))
+                };
+                WATCH_HANDLERS.store(if rc == 0 { 2 } else { 0 }, Release);
+                return rc == 0;
+            }
+            Err(2) => return true,
+            // Another thread registers them right now.
+            Err(_) => std::thread::yield_now(),
+        }
+    }
 }
 
 /// In the child, before `fork` returns there: only async-signal-safe work
@@ -106,13 +152,16 @@ extern "C" fn in_child() {
     // whose watches they were are inert, so nothing of theirs runs here.
     crate::liveness::forget_after_fork();
     GATE.store(false, Ordering::Relaxed);
+    // A registration another thread had begun did not happen in this copy
+    // of the handler list (glibc's lock held it back): let the child
+    // register its own.
+    let _ = WATCH_HANDLERS.compare_exchange(1, 0, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 extern "C" fn register() {
     // SAFETY: the three handlers are `extern "C" fn()` with static lifetime.
-    // `in_child` does only async-signal-safe work; `prepare` and `in_parent`
-    // run in the forking thread in normal context, where joining and
-    // spawning threads is allowed.
+    // `in_child` does only async-signal-safe work (atomics and `close`);
+    // `prepare` and `in_parent` only take and drop the gate.
     let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(in_parent), Some(in_child)) };
     // ENOMEM is its only error: then every region refuses to be made
     // (`generation_at_birth`), rather than give a child live handles.

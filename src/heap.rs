@@ -16,14 +16,14 @@
 use crate::error::Result;
 use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, Participant, SegmentDesc};
 use crate::protocol::{Control, Recovered};
-use crate::sync::{AtomicU64, Mutex};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
 
 /// An open file description of the pool: what holds liveness locks, shared
 /// by the threads of one process.
 #[derive(Debug)]
 pub struct Description {
-    id: usize,
+    id: u64,
     turn: Mutex<()>,
 }
 
@@ -36,12 +36,14 @@ pub struct HeapControl {
     descs: Box<[SegmentDesc]>,
     ring: Box<[AtomicU64]>,
     layout: Layout,
-    /// The description holding each entry's lock (0: none). Not loom
-    /// atomics: liveness comes from outside the protocol (the kernel), and
-    /// a model decides deaths in program order.
-    locks: Box<[AtomicUsize]>,
-    /// Ids for new descriptions (0 means "unlocked").
-    next_description: AtomicUsize,
+    /// The description holding each entry's lock (0: none). Loom atomics:
+    /// which description holds a lock, and when it lets go, is what makes
+    /// recovery exclusive or not (model m14), so the models interleave
+    /// these steps with the protocol's. A death (`kill`) is still decided
+    /// by the model, in program order.
+    locks: Box<[AtomicU64]>,
+    /// Ids for new descriptions (0 means "unlocked"); outside the model.
+    next_description: StdAtomicU64,
     /// The description `recover_dead` uses: a survivor process.
     survivor: Description,
 }
@@ -61,8 +63,8 @@ impl HeapControl {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             layout,
-            locks: (0..MAX_PARTICIPANTS).map(|_| AtomicUsize::new(0)).collect(),
-            next_description: AtomicUsize::new(2),
+            locks: (0..MAX_PARTICIPANTS).map(|_| AtomicU64::new(0)).collect(),
+            next_description: StdAtomicU64::new(2),
             survivor: Description {
                 id: 1,
                 turn: Mutex::new(()),
@@ -92,7 +94,9 @@ impl HeapControl {
     /// A new open file description ("a process opens the pool").
     pub fn description(&self) -> Description {
         Description {
-            id: self.next_description.fetch_add(1, Ordering::SeqCst),
+            id: self
+                .next_description
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             turn: Mutex::new(()),
         }
     }
@@ -100,7 +104,8 @@ impl HeapControl {
     /// Takes entry `i`'s lock through `d`: granted if nobody holds it or
     /// `d` already does (an OFD lock conflicts only with other descriptions).
     fn try_lock(&self, d: &Description, i: usize) -> bool {
-        match self.locks[i].compare_exchange(0, d.id, Ordering::SeqCst, Ordering::SeqCst) {
+        // AcqRel: the kernel's lock is a full barrier between its holders.
+        match self.locks[i].compare_exchange(0, d.id, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => true,
             Err(holder) => holder == d.id,
         }
@@ -108,7 +113,7 @@ impl HeapControl {
 
     /// Drops entry `i`'s lock if `d` holds it.
     fn unlock(&self, d: &Description, i: usize) {
-        let _ = self.locks[i].compare_exchange(d.id, 0, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.locks[i].compare_exchange(d.id, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Joins as a new participant ("a process attaches") through a
@@ -126,12 +131,12 @@ impl HeapControl {
 
     /// The participant's process dies: its lock is gone, its state stays.
     pub fn kill(&self, who: Owner) {
-        self.locks[who.index()].store(0, Ordering::SeqCst);
+        self.locks[who.index()].store(0, Ordering::Release);
     }
 
     /// Whether entry `index`'s lock is free.
     pub fn is_dead(&self, index: usize) -> bool {
-        self.locks[index].load(Ordering::SeqCst) == 0
+        self.locks[index].load(Ordering::Acquire) == 0
     }
 
     /// Recovers every dead participant (what any survivor may do), taking

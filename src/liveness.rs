@@ -120,6 +120,18 @@ impl Witness {
 }
 
 impl Witness {
+    /// Whether our descriptor still names the pool's file: someone may
+    /// have closed it and another file taken its number (`dup2` over it,
+    /// or `close_range` then an `open`). Then our lock is gone, and locks
+    /// taken through the number would be taken on that other file.
+    pub(crate) fn names(&self, pool_fd: BorrowedFd<'_>) -> bool {
+        let fd = self.fd.as_ref().expect("open until dropped");
+        match (rustix::fs::fstat(fd), rustix::fs::fstat(pool_fd)) {
+            (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+            _ => false,
+        }
+    }
+
     /// Drops lock `index` again (one taken to recover a dead entry).
     pub(crate) fn unlock(&self, index: usize) {
         let fd = self.fd.as_ref().expect("open until dropped");

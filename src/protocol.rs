@@ -68,9 +68,11 @@
 //!
 //! A sleeper that dies leaves its flag behind: the next waker makes one
 //! spurious `FUTEX_WAKE` and clears it. Nothing counts dead sleepers. The
-//! sequence is bumped only for flagged wake-ups and shutdown, and every
-//! real wait sleeps in bounded slices, so a sequence that wraps around
-//! between a sleeper's read and its `FUTEX_WAIT` costs at most one slice.
+//! sequence is bumped only for flagged wake-ups, joins, recoveries and
+//! shutdown. A wait's `before_sleep` bounds each sleep (the pool's
+//! endpoints bound it to 10 s, `crate::watch`), so a sequence that wraps
+//! around between a sleeper's read and its `FUTEX_WAIT` costs at most one
+//! such sleep; a bare `Wait::timeout(None)` (the models) has no bound.
 //!
 //! # Invariants (see `docs/protocol.md` for the loom model of each)
 //! 1. Exclusivity: a segment is claimed only by the descriptor CAS from
@@ -1116,6 +1118,12 @@ impl<'a> Control<'a> {
 
     // ----- lifecycle ---------------------------------------------------------
 
+    /// Wakes every consumer asleep on the pool (a reader whose clone
+    /// stashed units for it: `Reader::recv_id`). Spurious for the others.
+    pub fn wake_consumers(&self) {
+        notify(&self.hdr.data);
+    }
+
     /// Sets the sticky shutdown flag and wakes every sleeper on both words.
     pub fn shutdown(&self) {
         // Release pairs with the Acquire in `is_shutdown`, which every
@@ -1305,6 +1313,7 @@ impl<'a> Control<'a> {
 /// a peer that keeps rewriting the words it reads: until the caller's
 /// deadline, or [`Budget::TRY`] for calls that do not wait. The clock is
 /// read only from the second round of a loop on, never on the fast path.
+#[cfg_attr(loom, allow(dead_code))]
 struct Budget {
     deadline: Option<Instant>,
     /// The deadline was computed (from `TRY`) or given.
@@ -1313,6 +1322,7 @@ struct Budget {
 
 impl Budget {
     /// How long a call that does not wait may retry.
+    #[cfg_attr(loom, allow(dead_code))]
     const TRY: Duration = Duration::from_millis(10);
 
     fn new(deadline: Option<Instant>) -> Budget {
@@ -1373,4 +1383,52 @@ fn notify(word: &FutexWord) {
     #[cfg(segpool_mutant = "notify_load")] // loom-tests mutant: no sequence bump
     let _ = (word.load(Ordering::Relaxed), SEQ);
     word.wake(ALL);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::heap::HeapControl;
+
+    /// Finding 6 of the v2 review: nested retry budgets never looked at the
+    /// caller's deadline. Three stale slots at the head: a take whose
+    /// deadline has passed steps over one and stops, where one without a
+    /// deadline steps over all three.
+    #[test]
+    fn finding_6_a_passed_deadline_stops_a_take_among_stale_slots() {
+        let block = HeapControl::new(64, 4).unwrap();
+        let ctl = block.control();
+        let me = block.join();
+        for _ in 0..3 {
+            let lease = ctl.try_begin(me).unwrap().unwrap();
+            let (seg, epoch) = (lease.seg, lease.epoch);
+            ctl.commit(lease, 8).unwrap();
+            // What a hostile peer (or a dead consumer) leaves: the slot
+            // names a claim the descriptor no longer has.
+            ctl.descs[seg]
+                .state
+                .store(pack(epoch, None, phase::FREE), Ordering::Relaxed);
+        }
+        let past = Instant::now();
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(ctl.try_take_until(me, Some(past)).unwrap().is_none());
+        let left = ctl.ring.published_with(Ordering::Relaxed);
+        assert_eq!(
+            left,
+            (3, 1),
+            "one stale slot stepped over, then the deadline"
+        );
+        assert!(ctl.try_take(me).unwrap().is_none());
+        assert_eq!(ctl.ring.published_with(Ordering::Relaxed), (3, 3));
+    }
+
+    /// The budget reads the clock only when asked, and a call that does
+    /// not wait gets `Budget::TRY` from its first check.
+    #[test]
+    fn a_budget_without_a_deadline_allows_try_then_ends() {
+        let mut b = Budget::new(None);
+        assert!(!b.spent(), "the first check starts the TRY period");
+        std::thread::sleep(Budget::TRY + Duration::from_millis(2));
+        assert!(b.spent());
+    }
 }

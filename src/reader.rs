@@ -18,9 +18,9 @@ use crate::protocol::{Taken, UnitId};
 use crate::region::Region;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A consumer endpoint: receives units in publish order.
 #[derive(Clone)]
@@ -33,11 +33,34 @@ pub struct Reader {
 /// Units taken from the ring on the way to one that [`Reader::recv_id`]
 /// looked for, kept (holding their segments) for their own `recv_id` or
 /// the next `recv`. Shared by the clones of one reader.
-#[derive(Default)]
 struct Pending {
     /// `units.len()`, read without the lock on `recv`'s fast path.
     len: AtomicUsize,
     units: Mutex<VecDeque<Unit>>,
+    /// The fork generation it was made in (see `Drop`).
+    fork_generation: u64,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            len: AtomicUsize::new(0),
+            units: Mutex::default(),
+            fork_generation: crate::fork::current(),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if crate::fork::current() != self.fork_generation {
+            // Inherited through fork: another thread of the parent may have
+            // been changing the queue at the instant of the fork, so it is
+            // not walked (its units would free nothing here anyway).
+            let units = self.units.get_mut().unwrap_or_else(|e| e.into_inner());
+            std::mem::forget(std::mem::take(units));
+        }
+    }
 }
 
 impl Pending {
@@ -134,29 +157,47 @@ impl Reader {
     pub fn recv_id(&self, id: UnitId) -> Result<Option<Unit>> {
         self.region.check_not_inherited()?;
         let mut units = self.pending.lock();
-        let found = match units.iter().position(|u| u.id() == id) {
-            Some(i) => units.remove(i),
-            None => {
-                let (ctl, me) = (self.region.control(), self.region.me());
-                let mut found = None;
-                // At most `count` units can be published at once.
-                for _ in 0..ctl.count() {
-                    let Some(taken) = ctl.try_take(me)? else {
-                        break;
-                    };
+        if let Some(i) = units.iter().position(|u| u.id() == id) {
+            let found = units.remove(i);
+            // Relaxed: see `Pending::pop`.
+            self.pending.len.store(units.len(), Ordering::Relaxed);
+            return Ok(found);
+        }
+        let (ctl, me) = (self.region.control(), self.region.me());
+        let before = units.len();
+        let mut outcome = Ok(None);
+        // At most `count` units can be published at once.
+        for _ in 0..ctl.count() {
+            match ctl.try_take(me) {
+                Ok(Some(taken)) => {
                     let unit = self.unit(taken);
                     if unit.id() == id {
-                        found = Some(unit);
+                        outcome = Ok(Some(unit));
                         break;
                     }
                     units.push_back(unit);
                 }
-                found
+                Ok(None) => break,
+                // Nothing more will be published: `id` is not there, and
+                // what was stashed still comes out of `recv`.
+                Err(Error::Shutdown) => break,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
-        };
-        // Relaxed: see `Pending::pop`.
+        }
+        // Relaxed: see `Pending::pop`. On every way out, so no stashed unit
+        // is hidden from `recv`.
         self.pending.len.store(units.len(), Ordering::Relaxed);
-        Ok(found)
+        let stashed = units.len() > before;
+        drop(units);
+        if stashed {
+            // A clone of this reader may be asleep in `recv` for a unit we
+            // just stashed: wake the sleepers, which look at pending first.
+            ctl.wake_consumers();
+        }
+        outcome
     }
 
     /// Units taken by [`recv_id`](Self::recv_id) on the way to another and
@@ -176,9 +217,29 @@ impl Reader {
             return Ok(self.unit(taken));
         }
         let _sleeping = self.region.sleeping();
-        let before_sleep = || self.policy.before_sleep(&self.region);
-        let taken = ctl.take(me, &self.policy.wait(timeout, &before_sleep))?;
-        Ok(self.unit(taken))
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        // Set when a sleep ended because a clone stashed units (`recv_id`).
+        let stashed = AtomicBool::new(false);
+        let before_sleep = || {
+            // Relaxed: see `Pending::pop`; `recv_id` wakes us after storing.
+            if self.pending.len.load(Ordering::Relaxed) > 0 {
+                stashed.store(true, Ordering::Relaxed);
+                return Err(Error::Interrupted);
+            }
+            self.policy.before_sleep(&self.region)
+        };
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match ctl.take(me, &self.policy.wait(left, &before_sleep)) {
+                Ok(taken) => return Ok(self.unit(taken)),
+                Err(Error::Interrupted) if stashed.swap(false, Ordering::Relaxed) => {
+                    if let Some(u) = self.pending.pop() {
+                        return Ok(u);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn unit(&self, taken: Taken) -> Unit {

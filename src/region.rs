@@ -51,6 +51,8 @@ pub(crate) struct Region {
     unlink_on_drop: bool,
     /// Cached `getpid()`: recorded in our participant entry.
     pid: u32,
+    /// Our pidfd's inode as recorded in our entry (0: none).
+    pid_ino: u64,
     /// Process-local reference counts: how many `Unit`s of this process
     /// hold each segment (the last one to drop releases it).
     holders: Box<[std::sync::atomic::AtomicU32]>,
@@ -197,6 +199,7 @@ impl Region {
             name,
             unlink_on_drop,
             pid: current_pid(),
+            pid_ino: crate::watch::own_pid_ino(),
             holders: holders(layout.count),
             me: None,
             witness,
@@ -228,7 +231,7 @@ impl Region {
             &mut try_lock,
             self.pid,
             u64::from_le_bytes(token),
-            crate::watch::own_pid_ino(),
+            self.pid_ino,
         );
         match (joined, lock_error) {
             (Ok(me), _) => {
@@ -510,13 +513,18 @@ impl Region {
     }
 
     /// The other participants a watcher should watch: alive, and not this
-    /// process (another region of ours has our pid and never dies first).
+    /// process (another region of ours never dies first). A participant of
+    /// another pid namespace may have our pid number: only the pidfd inode
+    /// tells it from us, so without one (kernels before 6.9) such a
+    /// participant is taken for us and not watched.
     pub(crate) fn peers(&self) -> Vec<crate::watch::Peer> {
         let me = self.me();
+        let ours =
+            |pid: u32, ino: u64| pid == self.pid && (self.pid_ino == 0 || ino == self.pid_ino);
         self.control()
             .participants()
             .into_iter()
-            .filter(|p| p.index != me.index() && p.pid != self.pid)
+            .filter(|p| p.index != me.index() && !ours(p.pid, p.pid_ino))
             .map(|p| crate::watch::Peer {
                 key: (p.index, p.incarnation),
                 pid: p.pid,
@@ -531,20 +539,36 @@ impl Region {
         // Never through an inherited region: its descriptor number was
         // closed at the fork and may name another file by now.
         self.check_not_inherited()?;
-        let me = self.me().index();
+        let owner = self.me();
+        let me = owner.index();
         // Fail closed: if our own lock is gone (some code in this process
         // closed a descriptor it did not own), our view of who is dead is
         // no longer the kernel's, and recovering could free live segments.
-        if !matches!(liveness::is_held(self.fd.as_fd(), me), Ok(true)) {
+        // Three checks, because each alone can be fooled: someone holds
+        // our byte (a newcomer may, in our entry), our entry is still ours,
+        // and our descriptor still names the pool's file (locks taken
+        // through a number that now names another file always succeed).
+        let witness = &self.witness;
+        let ours = || {
+            witness.names(self.fd.as_fd())
+                && matches!(liveness::is_held(self.fd.as_fd(), me), Ok(true))
+                && self.control().check_alive(owner).is_ok()
+        };
+        if !ours() {
             // Relaxed: a sticky flag read by this process only.
             self.witness_lost
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(Error::WitnessLost);
         }
-        let witness = &self.witness;
         let r = self.control().recover_dead(
             &self.turn,
-            &mut |i| i != me && pick(i) && matches!(witness.try_lock(i), Ok(true)),
+            &mut |i| {
+                // Checked again under the turn, right before each claim.
+                i != me
+                    && pick(i)
+                    && witness.names(self.fd.as_fd())
+                    && matches!(witness.try_lock(i), Ok(true))
+            },
             &mut |i| witness.unlock(i),
         );
         self.recovered.add(r);

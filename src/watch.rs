@@ -28,13 +28,21 @@
 //!   checked every [`FALLBACK`] instead, by the watcher alone.
 //! - **No watcher** (a thread could not be started): the sleepers sleep in
 //!   slices of [`FALLBACK`] and sweep between them, as protocol v2 did.
-//! - **fork**: the prepare handler stops every watcher, so a `fork` never
-//!   sees one (CPython warns about forking a multi-threaded process); the
+//! - **fork**: a prepare handler stops every watcher, so a `fork` never
+//!   sees one (CPython warns about forking a multi-threaded process); a
 //!   parent handler restarts those a sleeping thread still needs, and the
-//!   others restart at their next sleep (`crate::fork`).
+//!   others restart at their next sleep (`crate::fork`). No watcher starts
+//!   while a `fork` is under way (`FORKING`).
+//! - **What no event covers**: a participant that `exec`s without dropping
+//!   its pool (its lock goes, its pid and pidfd stay), a futex sequence
+//!   that wrapped around. The watcher sweeps every [`SAFETY_SLICE`] anyway,
+//!   and sleepers wake that often; a watcher that exits for any reason is
+//!   restarted by the next sleeper.
 //!
-//! So while nobody dies, a sleeping side makes no system call at all, and
-//! the watcher none either; a death is recovered within milliseconds.
+//! So while nobody dies, a sleeping thread makes no system call at all and
+//! the watcher one every 10 s (on kernels before 6.9, whose pidfds cannot
+//! vouch for a process, one every 250 ms); a death is recovered within
+//! milliseconds.
 
 use crate::region::Region;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
@@ -48,10 +56,11 @@ use std::time::Duration;
 /// a sleeper without a watcher sleeps between its own sweeps.
 pub(crate) const FALLBACK: Duration = Duration::from_millis(250);
 
-/// The longest a watched sleeper sleeps: bounds what no event covers (a
-/// futex sequence that wrapped around 2^32 bumps between a sleeper's read
-/// and its sleep; a watcher thread that died) at one wake-up, about 4 µs
-/// of CPU, every 10 s.
+/// The longest a watched sleeper sleeps, and how often the watcher sweeps
+/// without an event: bounds what no event covers (a futex sequence that
+/// wrapped around 2^32 bumps between a sleeper's read and its sleep; a
+/// watcher thread that exited; a participant that `exec`ed) at one
+/// wake-up, about 4 µs of CPU, every 10 s.
 pub(crate) const SAFETY_SLICE: Duration = Duration::from_secs(10);
 
 /// `statfs.f_type` of pidfs, where pidfd inode numbers are per process.
@@ -61,6 +70,10 @@ const PIDFS_MAGIC: u64 = 0x5049_4446;
 /// `crate::fork::unsplit` sections and by the prepare handler before it
 /// closes the gate, so a `fork` never finds it locked.
 static WATCHES: Mutex<Vec<Weak<Ctl>>> = Mutex::new(Vec::new());
+
+/// Set by the prepare handler while a `fork` is under way: no watcher
+/// starts then (it would be copied into nothing, and counted by CPython).
+static FORKING: AtomicBool = AtomicBool::new(false);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -129,7 +142,12 @@ impl Watch {
     /// Counts a thread of this process as asleep on the region until the
     /// guard drops.
     pub(crate) fn sleeping(&self) -> Sleeping<'_> {
-        self.ctl.sleepers.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, with `halt`'s store of `running` and `restart_after_fork`'s
+        // load of `sleepers`: either the forker sees this sleeper and
+        // restarts the watcher, or this sleeper's next `before_sleep` sees
+        // `running` false and starts one (a store-buffering pattern, which
+        // Release/Acquire does not exclude).
+        self.ctl.sleepers.fetch_add(1, Ordering::SeqCst);
         Sleeping(&self.ctl.sleepers)
     }
 
@@ -140,11 +158,13 @@ impl Watch {
     /// none could be started.
     pub(crate) fn before_sleep(&self, region: &Arc<Region>) -> (Duration, bool) {
         let ctl = &self.ctl;
-        // Acquire pairs with the Release stores in `start`.
-        if !ctl.running.load(Ordering::Acquire) && !ctl.failed.load(Ordering::Acquire) {
+        // SeqCst: see `sleeping`.
+        if !ctl.running.load(Ordering::SeqCst) && !ctl.failed.load(Ordering::Acquire) {
             start(ctl, Arc::downgrade(region));
         }
-        if ctl.failed.load(Ordering::Acquire) {
+        if ctl.failed.load(Ordering::Acquire) || !ctl.running.load(Ordering::SeqCst) {
+            // No watcher (none could start, or a fork is under way): sweep
+            // by ourselves between short sleeps.
             return (FALLBACK, true);
         }
         // Relaxed: a hint; the watcher rescans whenever poked.
@@ -183,15 +203,24 @@ impl Ctl {
                 let _ = t.join();
             }
         }
-        self.running.store(false, Ordering::Release);
+        // SeqCst: see `Watch::sleeping`.
+        self.running.store(false, Ordering::SeqCst);
     }
 }
 
 /// Starts the watcher thread of `ctl` unless one runs.
 fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
+    if !crate::fork::register_watch_handlers() {
+        ctl.failed.store(true, Ordering::Release);
+        return;
+    }
     crate::fork::unsplit(|| {
         let mut inner = lock(&ctl.inner);
-        if ctl.running.load(Ordering::Acquire) {
+        // Held across the spawn, so the prepare handler (which sets
+        // `FORKING` and then locks it) either finds this watcher registered
+        // or makes us see `FORKING`.
+        let mut reg = lock(&WATCHES);
+        if ctl.running.load(Ordering::SeqCst) || FORKING.load(Ordering::SeqCst) {
             return;
         }
         inner.region = region.clone();
@@ -200,13 +229,24 @@ fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
         let spawned = std::thread::Builder::new()
             .name("segpool-watch".into())
             .stack_size(64 << 10)
-            .spawn(move || watch(&me, &region));
+            .spawn(move || {
+                // Whatever ends the thread (a stop, the region gone, a
+                // panic), the next sleeper sees `running` false and starts
+                // another.
+                struct Exit<'c>(&'c Ctl);
+                impl Drop for Exit<'_> {
+                    fn drop(&mut self) {
+                        self.0.running.store(false, Ordering::SeqCst);
+                    }
+                }
+                let _exit = Exit(&me);
+                watch(&me, &region);
+            });
         match spawned {
             Ok(t) => {
                 inner.thread = Some(t);
-                // Release pairs with `before_sleep`'s Acquire.
-                ctl.running.store(true, Ordering::Release);
-                let mut reg = lock(&WATCHES);
+                // SeqCst: see `Watch::sleeping`.
+                ctl.running.store(true, Ordering::SeqCst);
                 reg.retain(|w| w.strong_count() > 0);
                 if !reg.iter().any(|w| std::ptr::eq(w.as_ptr(), &**ctl)) {
                     reg.push(Arc::downgrade(ctl));
@@ -217,11 +257,13 @@ fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
     });
 }
 
-/// The prepare fork handler's part: stops every watcher of this process.
+/// The prepare fork handler's part: stops every watcher of this process,
+/// and any from starting until the fork is done.
 pub(crate) fn stop_all_for_fork() {
+    FORKING.store(true, Ordering::SeqCst);
     let all: Vec<Arc<Ctl>> = lock(&WATCHES).iter().filter_map(Weak::upgrade).collect();
     for ctl in all {
-        if ctl.running.load(Ordering::Acquire) {
+        if ctl.running.load(Ordering::SeqCst) {
             ctl.halt();
         }
     }
@@ -230,14 +272,21 @@ pub(crate) fn stop_all_for_fork() {
 /// The parent fork handler's part: restarts the watchers that a sleeping
 /// thread still needs.
 pub(crate) fn restart_after_fork() {
+    FORKING.store(false, Ordering::SeqCst);
     let all: Vec<Arc<Ctl>> =
         crate::fork::unsplit(|| lock(&WATCHES).iter().filter_map(Weak::upgrade).collect());
     for ctl in all {
-        if ctl.sleepers.load(Ordering::Relaxed) > 0 {
+        // SeqCst: see `Watch::sleeping`.
+        if ctl.sleepers.load(Ordering::SeqCst) > 0 {
             let region = lock(&ctl.inner).region.clone();
             start(&ctl, region);
         }
     }
+}
+
+/// The child fork handler's part (async-signal-safe: one atomic store).
+pub(crate) fn forget_after_fork() {
+    FORKING.store(false, Ordering::Relaxed);
 }
 
 /// A participant the watcher may watch.
@@ -312,12 +361,13 @@ fn watch(ctl: &Ctl, region: &Weak<Region>) {
             .map(|(_, fd)| PollFd::new(fd, PollFlags::IN))
             .collect();
         set.push(PollFd::new(&ctl.poke, PollFlags::IN));
-        let timeout = untrusted.then(|| rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: FALLBACK.as_nanos() as i64,
-        });
+        let every = if untrusted { FALLBACK } else { SAFETY_SLICE };
+        let timeout = rustix::time::Timespec {
+            tv_sec: every.as_secs() as i64,
+            tv_nsec: i64::from(every.subsec_nanos()),
+        };
         // EINTR and errors: go round again (sweep, rescan).
-        let _ = rustix::event::poll(&mut set, timeout.as_ref());
+        let _ = rustix::event::poll(&mut set, Some(&timeout));
         let fired: Vec<(usize, u64)> = set
             .iter()
             .zip(&fds)

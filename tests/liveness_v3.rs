@@ -96,6 +96,7 @@ fn child_entry() {
         "inherited_recover" => finding_1_child(),
         "fork_under_threads" => finding_4_child(&env_pool),
         "close_witness" => finding_3_child(&env_pool),
+        "dup2_witness" => finding_3_dup2_child(&env_pool),
         "sleep_count" => sleeping_makes_no_system_call_child(),
         // Finding 2's processes: one that joins, leases, and dies; one that
         // joins, leases, and must keep its lease to the end.
@@ -264,6 +265,75 @@ fn finding_3_child(env_pool: &SegmentPool) {
     assert!(matches!(w.try_begin_unit(), Err(Error::WitnessLost)));
 }
 
+/// The same with the descriptor replaced rather than closed: `dup2` of
+/// another file over every descriptor of the pool. Locks taken through the
+/// number would now be taken on that file and always succeed, so a sweep
+/// that only asked "does someone hold my byte" would recover live peers.
+fn finding_3_dup2_child(env_pool: &SegmentPool) {
+    let w = env_pool.open_writer();
+    let mut open = w.begin_unit().unwrap();
+    open.write_binary(b"written before the fds went").unwrap();
+    let other = std::fs::File::create(
+        std::env::temp_dir().join(format!("segpool-dup2-{}", std::process::id())),
+    )
+    .unwrap();
+    use std::os::fd::AsRawFd;
+    // The liveness descriptor is the last one the pool opened: the highest
+    // number that names the memfd (the handle's and the region's own come
+    // first). Only it is replaced; the region's descriptor stays valid.
+    let witness = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_string_lossy()
+                .starts_with("/memfd:segpool")
+                .then_some(n)
+        })
+        .max()
+        .expect("the pool's descriptors");
+    // SAFETY: replaces a descriptor of this process; segpool must notice.
+    unsafe { libc::dup2(other.as_raw_fd(), witness) };
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("segpool-dup2-{}", std::process::id())),
+    );
+    eventually("the parent recovered us", || {
+        env_pool.stats().recovered_participants >= 1
+    });
+    // The parent attaches again, into our old entry: now someone holds
+    // "our" byte, and every lock through our old number is granted.
+    eventually("a newcomer took our entry", || {
+        env_pool.stats().participants == 2
+    });
+    // Our sweep must recover nobody (the parent is alive, and so is the
+    // newcomer).
+    assert!(matches!(env_pool.recover_dead(), Err(Error::WitnessLost)));
+    assert!(matches!(open.commit_unit(), Err(Error::WitnessLost)));
+}
+
+#[test]
+fn finding_3_a_process_whose_witness_is_replaced_by_dup2_recovers_nobody() {
+    if role().is_some() {
+        return;
+    }
+    let p = pool(64, 3);
+    let w = p.open_writer();
+    let mut mine = w.begin_unit().unwrap();
+    mine.write_binary(b"the parent's, live").unwrap();
+    let child = spawn_child(&p, "child_entry", "dup2_witness", &[]);
+    eventually("the child's lease is recovered", || {
+        p.recover_dead().unwrap().freed == 1
+    });
+    let newcomer = SegmentPool::attach(&p.handle()).unwrap();
+    expect_exit_0(child);
+    mine.commit_unit()
+        .expect("the live parent's lease survived the child's sweep");
+    drop(newcomer);
+    assert_eq!(&*p.open_reader().recv().unwrap(), b"the parent's, live");
+}
+
 #[test]
 fn finding_3_a_process_whose_witness_is_closed_stops_with_witness_lost() {
     if role().is_some() {
@@ -382,6 +452,51 @@ fn finding_7_recv_id_takes_the_named_unit_whatever_the_commit_order() {
     assert_eq!(&*r.recv().unwrap(), b"x");
     assert_eq!(&*r.try_recv().unwrap().unwrap(), b"y");
     assert!(r.try_recv().unwrap().is_none());
+}
+
+#[test]
+fn recv_id_keeps_what_it_stashed_when_the_pool_shuts_down() {
+    let p = pool(64, 4);
+    let w = p.open_writer();
+    publish(&w, b"one");
+    publish(&w, b"two");
+    p.shutdown_arena();
+    let r = p.open_reader();
+    assert!(r.recv_id(UnitId::from_bits(u64::MAX)).unwrap().is_none());
+    assert_eq!(r.pending(), 2, "stashed, not hidden");
+    assert_eq!(&*r.recv().unwrap(), b"one");
+    assert_eq!(&*r.recv().unwrap(), b"two");
+    assert!(matches!(r.recv(), Err(Error::Shutdown)));
+}
+
+#[test]
+fn a_reader_asleep_in_recv_gets_a_unit_its_clone_stashed() {
+    let p = pool(64, 4);
+    let w = p.open_writer();
+    let r1 = p.open_reader();
+    let r2 = r1.clone();
+    std::thread::scope(|s| {
+        let sleeper = s.spawn(|| r1.recv_timeout(Duration::from_secs(20)).map(|u| u.to_vec()));
+        eventually("r1 sleeps", || p.stats().waiting_consumers == 1);
+        let a = publish(&w, b"a");
+        let b = publish(&w, b"b");
+        // r1 may take `a` itself; if r2 gets there first it stashes `a`
+        // on its way to `b`, and r1 must wake for it.
+        let got_b = r2.recv_id(b).unwrap();
+        let got1 = sleeper.join().unwrap().expect("r1 received a unit");
+        match got_b {
+            Some(u) => {
+                assert_eq!(&*u, b"b");
+                assert_eq!(got1, b"a");
+            }
+            None => {
+                // r1 took `a` and then `b`? It takes one unit only.
+                assert_eq!(got1, b"a");
+                assert_eq!(&*r2.recv_id(b).unwrap().unwrap(), b"b");
+            }
+        }
+        let _ = a;
+    });
 }
 
 // ----- the wait: free while nobody dies, events when someone does --------

@@ -838,10 +838,10 @@ pub fn recovery_is_exclusive_within_a_process() {
         total += h.join().unwrap();
     }
     let (r, lease) = newcomer.join().unwrap();
-    assert_eq!(
-        total.participants, 1,
-        "the dead entry once, never R: {total:?}"
-    );
+    // The sweepers, or R's join (which recovers an ALIVE entry whose lock
+    // it gets), recovered the dead participant: once, and never R.
+    assert!(total.participants <= 1, "{total:?}");
+    assert_eq!(pool.ctl().stats().recovered_participants, 1, "once");
     assert!(pool.ctl().check_alive(r).is_ok(), "R was recovered alive");
     assert_eq!(
         pool.ctl().commit(lease, UNIT_LEN).unwrap(),

@@ -20,6 +20,7 @@ pub(crate) enum Wake {
     /// Woken, or the word no longer held the expected value.
     Woken,
     /// A signal interrupted the sleep (`EINTR`; never under loom).
+    #[cfg_attr(loom, allow(dead_code))]
     Interrupted,
     /// The deadline passed.
     TimedOut,

@@ -237,6 +237,10 @@ impl Reader {
                         return Ok(u);
                     }
                 }
+                // The timeout the caller gave, not what was left of it.
+                Err(Error::Timeout(_)) if timeout.is_some() => {
+                    return Err(Error::Timeout(timeout.unwrap_or_default()));
+                }
                 Err(e) => return Err(e),
             }
         }

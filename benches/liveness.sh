@@ -23,6 +23,10 @@ if [ ! -d "$base" ]; then
   git worktree add --detach "$base" "$BASE" >/dev/null
 fi
 cp examples/tput64.rs "$base/examples/tput64.rs"
+# Under valgrind, rustix must read the auxiliary vector through libc (as
+# this tree's dev-dependencies say); give the old tree the same.
+grep -q use-libc-auxv "$base/Cargo.toml" ||
+  sed -i 's/^\[dev-dependencies\]$/[dev-dependencies]\nrustix = { version = "1.1", features = ["use-libc-auxv"] }/' "$base/Cargo.toml"
 (cd "$base" && cargo build -q --release --example tput64)
 cargo build -q --release --example tput64
 

@@ -328,9 +328,10 @@ impl Owner {
 
     /// Whether the participant entry state `st` is ALIVE at the
     /// incarnation this tag names (compared in the tag's bits).
+    #[inline]
     pub fn is_entry(self, st: u64) -> bool {
-        part::status(st) == part::ALIVE
-            && part::incarnation(st) & ((1 << INCARNATION_BITS) - 1) == self.incarnation()
+        const KEPT: u64 = ((1 << INCARNATION_BITS) - 1) << 2 | part::MASK;
+        st & KEPT == part::pack(self.incarnation(), part::ALIVE)
     }
 
     fn bits(self) -> u64 {

@@ -557,7 +557,10 @@ impl<'a> Control<'a> {
         // Relaxed: a monitoring read of a line that only recovery writes;
         // recovery's effects on our segments are seen through their own
         // descriptors' CASes, never through this load.
-        let st = self.parts[me.index()].state.load(Ordering::Relaxed);
+        let Some(p) = self.parts.get(me.index()) else {
+            return Err(Error::WitnessLost);
+        };
+        let st = p.state.load(Ordering::Relaxed);
         #[cfg(not(segpool_mutant = "alive_unchecked"))]
         if !me.is_entry(st) {
             return Err(Error::WitnessLost);
@@ -940,6 +943,7 @@ impl<'a> Control<'a> {
         self.try_take_until(me, None)
     }
 
+    #[inline(always)]
     fn try_take_until(&self, me: Owner, deadline: Option<Instant>) -> Result<Option<Taken>> {
         // A consumer the others took for dead must not hold new units.
         self.check_alive(me)?;

@@ -20,9 +20,7 @@
 
 use crate::error::{Error, Result};
 use crate::handle::{Backing, PoolHandle};
-use crate::layout::{
-    Header, Layout, MAX_PARTICIPANTS, Owner, PREFAULTED, Participant, SegmentDesc,
-};
+use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, PREFAULTED, SegmentDesc};
 use crate::liveness::{self, Witness};
 use crate::protocol::{Control, Recovered};
 use crate::sync::{AtomicU64, Ordering};
@@ -31,7 +29,6 @@ use memmap2::{MmapOptions, MmapRaw};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// A mapped pool, shared by every handle of this process (pool, writers,
@@ -64,9 +61,13 @@ pub(crate) struct Region {
     /// One recoverer at a time through `witness`'s description (see
     /// `Control::recover_dead`). Never taken in an inherited region.
     turn: std::sync::Mutex<()>,
-    /// Set once our own liveness lock was found gone: every later call
-    /// fails with `WitnessLost`.
-    witness_lost: AtomicBool,
+    /// The protocol over `map` (see `carve`). Its references point into the
+    /// mapping, which outlives every borrow of the region.
+    ctl: Control<'static>,
+    /// `fork_generation` while this region may act on the pool; `u64::MAX`
+    /// once the witness is lost. The fast paths compare the process's
+    /// generation with it, one load for both checks.
+    acting_generation: std::sync::atomic::AtomicU64,
     /// The death watcher of this region's sleepers.
     watch: Watch,
     /// What recoveries run through this region did, added up (atomics, not
@@ -192,6 +193,9 @@ impl Region {
         let fork_generation = crate::fork::generation_at_birth()?;
         let witness = Witness::open(fd.as_fd(), fork_generation)?;
         let watch = Watch::new()?;
+        // SAFETY: `ctl` lives in the same struct as `map` and is only
+        // handed out through `control(&self)`.
+        let ctl = unsafe { Region::carve(&map, &layout) };
         Ok(Region {
             map,
             fd,
@@ -204,8 +208,9 @@ impl Region {
             me: None,
             witness,
             fork_generation,
+            ctl,
             turn: Default::default(),
-            witness_lost: AtomicBool::new(false),
+            acting_generation: std::sync::atomic::AtomicU64::new(fork_generation),
             watch,
             recovered: Default::default(),
             last_sweep: Default::default(),
@@ -394,35 +399,40 @@ impl Region {
         unsafe { &*self.map.as_ptr().cast::<Header>() }
     }
 
-    /// Atomics of `n` elements of `T` at `offset` into the mapping.
-    ///
-    /// # Safety
-    /// `offset + n * size_of::<T>() <= total_len`, `offset` aligned for `T`,
-    /// and `T` valid for every bit pattern and accessed only atomically.
-    unsafe fn slice_at<T>(&self, offset: usize, n: usize) -> &[T] {
-        debug_assert!(offset + n * core::mem::size_of::<T>() <= self.layout.total_len);
-        // SAFETY: the caller's contract; the mapping lives as long as `self`.
-        unsafe { core::slice::from_raw_parts(self.map.as_ptr().add(offset).cast::<T>(), n) }
-    }
-
-    /// The protocol over this mapping.
+    /// The protocol over this mapping, carved out of it once (`carve`): a
+    /// copy of a few references, shortened to `&self`'s lifetime.
     #[inline]
     pub(crate) fn control(&self) -> Control<'_> {
-        let l = &self.layout;
+        self.ctl
+    }
+
+    /// The protocol's view of the mapping's control area.
+    ///
+    /// # Safety
+    /// The returned references point into `map`'s memory (never into the
+    /// region struct, which may move): the caller must not use them after
+    /// `map` is unmapped. `Region` keeps it in a field next to `map` and
+    /// hands out copies only with its own borrow's lifetime.
+    unsafe fn carve(map: &MmapRaw, l: &Layout) -> Control<'static> {
         // SAFETY: `Layout::new` (run locally for our own geometry, or to
-        // validate a peer's) places the participants, bitmap, descriptors
-        // and ring inside `total_len`, 128-byte aligned, without overlap; the
-        // mapping has exactly `total_len` bytes; AtomicU64, Participant and
-        // SegmentDesc (atomics only) are valid for every bit pattern.
-        let (parts, bitmap, descs, ring) = unsafe {
-            (
-                self.slice_at::<Participant>(l.parts_offset, MAX_PARTICIPANTS),
-                self.slice_at::<AtomicU64>(l.bitmap_offset, l.bitmap_words()),
-                self.slice_at::<SegmentDesc>(l.descs_offset, l.count),
-                self.slice_at::<AtomicU64>(l.ring_offset, l.ring_capacity),
+        // validate a peer's) places the header, participants, bitmap,
+        // descriptors and ring inside `total_len`, 128-byte aligned, without
+        // overlap; the mapping has exactly `total_len` bytes, page-aligned;
+        // all these types hold atomics only, valid for every bit pattern
+        // (peers' writes are atomic races); the 'static lifetime is the
+        // caller's to keep (see above).
+        unsafe {
+            let at = |offset: usize| map.as_mut_ptr().add(offset);
+            debug_assert!(l.ring_offset + l.ring_capacity * 8 <= l.total_len);
+            Control::new(
+                &*at(0).cast::<Header>(),
+                core::slice::from_raw_parts(at(l.parts_offset).cast(), MAX_PARTICIPANTS),
+                core::slice::from_raw_parts(at(l.bitmap_offset).cast(), l.bitmap_words()),
+                core::slice::from_raw_parts(at(l.descs_offset).cast::<SegmentDesc>(), l.count),
+                core::slice::from_raw_parts(at(l.ring_offset).cast::<AtomicU64>(), l.ring_capacity),
+                l,
             )
-        };
-        Control::new(self.header(), parts, bitmap, descs, ring, l)
+        }
     }
 
     /// This process's participant tag.
@@ -442,14 +452,25 @@ impl Region {
     /// `Err(WitnessLost)` once our liveness lock was found gone.
     #[inline]
     pub(crate) fn check_not_inherited(&self) -> Result<()> {
-        if self.inherited() {
-            return Err(Error::Forked);
-        }
-        // Relaxed: a sticky flag set by this process.
-        if self.witness_lost.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::WitnessLost);
+        // Relaxed: a process-local word this process wrote (`lose_witness`).
+        let acting = self
+            .acting_generation
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if crate::fork::current() != acting {
+            return Err(if self.inherited() {
+                Error::Forked
+            } else {
+                Error::WitnessLost
+            });
         }
         Ok(())
+    }
+
+    /// Marks our liveness lock lost: every later call fails.
+    fn lose_witness(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Relaxed: a sticky word read by this process only.
+        self.acting_generation.store(u64::MAX, Relaxed);
     }
 
     /// Whether participant `index` is dead: its entry's lock is free. An
@@ -555,9 +576,7 @@ impl Region {
                 && self.control().check_alive(owner).is_ok()
         };
         if !ours() {
-            // Relaxed: a sticky flag read by this process only.
-            self.witness_lost
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.lose_witness();
             return Err(Error::WitnessLost);
         }
         let r = self.control().recover_dead(

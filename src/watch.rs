@@ -102,6 +102,9 @@ struct Ctl {
     /// This process's threads asleep on the region: the parent fork
     /// handler restarts a watcher only where some are.
     sleepers: AtomicU32,
+    /// The watcher thread's kernel id (0: none yet), to wait until the
+    /// kernel has taken it out of the process (see `halt`).
+    tid: std::sync::atomic::AtomicI32,
     inner: Mutex<Inner>,
 }
 
@@ -134,6 +137,7 @@ impl Watch {
                 failed: AtomicBool::new(false),
                 seen_roster: AtomicU64::new(u64::MAX),
                 sleepers: AtomicU32::new(0),
+                tid: std::sync::atomic::AtomicI32::new(0),
                 inner: Mutex::new(Inner::default()),
             }),
         })
@@ -201,6 +205,20 @@ impl Ctl {
         if let Some(t) = thread {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
+                // `join` returns once the thread cleared its id, a moment
+                // before the kernel takes it out of the process's thread
+                // count, which is what CPython reads right after `fork` to
+                // warn about threads: wait for that too (bounded).
+                let tid = self.tid.load(Ordering::Relaxed);
+                if tid > 0 {
+                    let task = format!("/proc/self/task/{tid}");
+                    for _ in 0..2000 {
+                        if rustix::fs::access(task.as_str(), rustix::fs::Access::EXISTS).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(25));
+                    }
+                }
             }
         }
         // SeqCst: see `Watch::sleeping`.
@@ -240,6 +258,11 @@ fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
                     }
                 }
                 let _exit = Exit(&me);
+                // Relaxed: read by `halt` after joining this thread.
+                me.tid.store(
+                    rustix::thread::gettid().as_raw_nonzero().get(),
+                    Ordering::Relaxed,
+                );
                 watch(&me, &region);
             });
         match spawned {

@@ -98,6 +98,7 @@ fn child_entry() {
         "close_witness" => finding_3_child(&env_pool),
         "dup2_witness" => finding_3_dup2_child(&env_pool),
         "sleep_count" => sleeping_makes_no_system_call_child(),
+        "fork_after_a_wait" => a_fork_after_a_wait_sees_one_thread_child(),
         // Finding 2's processes: one that joins, leases, and dies; one that
         // joins, leases, and must keep its lease to the end.
         "die_holding" => {
@@ -515,6 +516,44 @@ fn sleeping_makes_no_system_call_child() {
         "{} FUTEX_WAITs in 600 ms: the sleep was sliced",
         waits_after - waits_before
     );
+}
+
+/// Threads of this process, as the kernel counts them (what CPython's
+/// "multi-threaded fork" warning reads).
+fn threads() -> usize {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = stat.rsplit(')').next().unwrap();
+    after.split_whitespace().nth(17).unwrap().parse().unwrap()
+}
+
+fn a_fork_after_a_wait_sees_one_thread_child() {
+    // The test harness has threads of its own: count ours on top.
+    let base = threads();
+    let p = pool(64, 1);
+    let r = p.open_reader();
+    assert!(matches!(
+        r.recv_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(threads(), base + 1, "the wait started a watcher");
+    for _ in 0..20 {
+        let child = fork_run(|| true);
+        // What CPython reads in the parent right after `fork` returns.
+        assert_eq!(threads(), base, "a watcher was running across the fork");
+        reap(child, Duration::from_secs(10), "fork after a wait");
+    }
+    // The next wait starts one again.
+    assert!(r.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(threads(), base + 1);
+}
+
+#[test]
+fn a_fork_after_a_wait_sees_no_watcher_thread() {
+    if role().is_some() {
+        return;
+    }
+    let p = pool(64, 1);
+    expect_exit_0(spawn_child(&p, "child_entry", "fork_after_a_wait", &[]));
 }
 
 #[test]

@@ -195,7 +195,7 @@ pub struct Wait<'p> {
     pub deadline: Option<Instant>,
     /// The timeout the deadline came from, for the error message.
     pub timeout: Duration,
-    /// Run after a failed attempt, before each sleep (see [`BeforeSleep`]):
+    /// Run after a failed attempt, before each sleep (see `BeforeSleep`):
     /// how a process notices dead peers without sleeping in slices.
     pub before_sleep: Option<BeforeSleep<'p>>,
     /// Spin (with `Backoff`) before sleeping; `false` sleeps on the futex

@@ -8,40 +8,10 @@
 
 mod common;
 
-use common::{role, spawn_child};
+use common::{eventually, expect_success as expect_exit_0, pool, publish, role, spawn_child};
 use segpool::__private::HeapControl;
 use segpool::{Error, SegmentPool, UnitId};
-use std::process::Child;
 use std::time::{Duration, Instant};
-
-fn pool(segment: usize, count: usize) -> SegmentPool {
-    SegmentPool::builder(segment, count)
-        .acquire_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn publish(w: &segpool::Writer, bytes: &[u8]) -> UnitId {
-    let mut u = w.begin_unit().unwrap();
-    u.write_binary(bytes).unwrap();
-    let id = u.id();
-    u.commit_unit().unwrap();
-    id
-}
-
-fn expect_exit_0(mut child: Child) {
-    let status = child.wait().unwrap();
-    assert!(status.success(), "child failed: {status}");
-}
-
-/// Polls `cond` for up to 10 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// Forks; the child runs `f` and `_exit`s with 0 if it returned true.
 /// Returns the child's pid.

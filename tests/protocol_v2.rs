@@ -8,23 +8,10 @@
 
 mod common;
 
-use common::{role, spawn_child};
+use common::{eventually, expect_success as expect_exit_0, pool, publish, role, spawn_child};
 use segpool::{Error, SegmentPool};
 use std::process::Child;
 use std::time::{Duration, Instant};
-
-fn pool(segment: usize, count: usize) -> SegmentPool {
-    SegmentPool::builder(segment, count)
-        .acquire_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn publish(w: &segpool::Writer, bytes: &[u8]) {
-    let mut u = w.begin_unit().unwrap();
-    u.write_binary(bytes).unwrap();
-    u.commit_unit().unwrap();
-}
 
 /// Waits for `child`, which must have died by SIGABRT (or SIGKILL).
 fn expect_killed(mut child: Child) {
@@ -34,20 +21,6 @@ fn expect_killed(mut child: Child) {
         matches!(status.signal(), Some(libc::SIGABRT) | Some(libc::SIGKILL)),
         "child was meant to die by a signal: {status}"
     );
-}
-
-fn expect_exit_0(mut child: Child) {
-    let status = child.wait().unwrap();
-    assert!(status.success(), "child failed: {status}");
-}
-
-/// Polls `cond` for up to 10 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Not a test of its own: the body of every child process.

@@ -37,6 +37,35 @@ pub fn expect_success(mut child: Child) {
     assert!(status.success(), "child failed: {status}");
 }
 
+/// A pool of `count` segments of `segment` bytes that waits up to 10 s.
+pub fn pool(segment: usize, count: usize) -> segpool::SegmentPool {
+    segpool::SegmentPool::builder(segment, count)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Begins, writes `bytes` into and commits one unit; returns its id.
+pub fn publish(w: &segpool::Writer, bytes: &[u8]) -> segpool::UnitId {
+    let mut u = w.begin_unit().unwrap();
+    u.write_binary(bytes).unwrap();
+    let id = u.id();
+    u.commit_unit().unwrap();
+    id
+}
+
+/// Polls `cond` every 2 ms for up to 10 s.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// xorshift64*: a tiny deterministic generator both sides can replay.
 #[derive(Clone)]
 pub struct Rng(pub u64);

@@ -719,9 +719,9 @@ pub fn stale_slot_after_a_dead_consumer() {
         }
     });
     recovery.join().unwrap();
-    doomed.join().unwrap();
-    // Ticket 0 was taken by the doomed consumer (and its segment recovered)
-    // or is still there for the next one.
+    // The recovery ends only once the doomed consumer either took ticket 0
+    // (and the recovery freed it) or gave up: which one is settled now, while
+    // the doomed thread may still be emptying slot 0 (the stale-slot case).
     if gave_up.load(loom::sync::atomic::Ordering::Acquire) == 1 {
         assert_eq!(pool.consume(me).unwrap(), (0, value(1, 0)));
     }
@@ -731,6 +731,7 @@ pub fn stale_slot_after_a_dead_consumer() {
         (1, value(1, 1)),
         "the next ticket once, the stale slot stepped over"
     );
+    doomed.join().unwrap();
     pool.assert_quiescent(2);
 }
 

@@ -30,7 +30,9 @@ pub(crate) struct Attached {
 
 impl Attached {
     fn new(pool: SegmentPool) -> Arc<Attached> {
-        let reader = pool.open_reader();
+        // Interruptible: a blocked `Reader.recv` returns on a signal, runs
+        // the handlers and waits again (`recv_id` never waits).
+        let reader = pool.open_reader().interruptible(true);
         Arc::new(Attached { pool, reader })
     }
 

@@ -11,10 +11,11 @@ use crate::cell::GilCell;
 use crate::errors::{ArenaDesyncError, size_arg, to_py};
 use crate::pool::{Attached, Held, Pool};
 use crate::token;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTimeoutError, PyTypeError};
 use pyo3::prelude::*;
-use segpool::UnitId;
+use segpool::{Error, UnitId};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The unit of the envelope being restored.
 struct Current {
@@ -202,6 +203,59 @@ impl Reader {
                 })?;
         }
         Ok(())
+    }
+
+    /// Waits for the next published unit, from any writer, and returns a
+    /// writable memoryview over the whole of it (offset 0 is the unit's
+    /// first byte). The wait spins briefly, then sleeps on the pool's futex
+    /// with the GIL released; a signal runs Python's handlers (Ctrl-C raises
+    /// `KeyboardInterrupt`) and the wait goes on with the time left.
+    /// `timeout=None` waits for ever; `TimeoutError` when it runs out. The
+    /// unit's segment returns to the pool when the last view derived from
+    /// the memoryview (slices, arrays, tensors) is collected.
+    #[pyo3(signature = (timeout = None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let attached: Arc<Attached> = self.pool.get().attached(py, "recv()")?;
+        let deadline = match timeout {
+            Some(t) if t.is_nan() || t < 0.0 => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "recv(): timeout must be None or a number >= 0, not {t}"
+                )));
+            }
+            Some(t) => Duration::try_from_secs_f64(t)
+                .ok()
+                .and_then(|d| Instant::now().checked_add(d)),
+            None => None,
+        };
+        let unit = loop {
+            if let Some(unit) = attached.reader.try_recv().map_err(to_py)? {
+                break unit;
+            }
+            // No deadline: no timeout, or one too large to add (for ever).
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return Err(PyTimeoutError::new_err(format!(
+                    "recv(): no unit was published within {}s",
+                    timeout.unwrap_or(0.0)
+                )));
+            }
+            let reader = &attached.reader;
+            match py.detach(|| reader.recv_timeout(left)) {
+                Ok(unit) => break unit,
+                Err(Error::Interrupted) => py.check_signals()?,
+                Err(Error::Timeout(_)) => continue,
+                Err(e) => return Err(to_py(e)),
+            }
+        };
+        let (base, _) = attached.pool.segment_raw(unit.segment()).map_err(to_py)?;
+        let len = unit.len();
+        let keeper = Keeper::Unit(Held::new(unit, attached.clone()));
+        // SAFETY: a received unit starts at offset 0 of its segment and
+        // spans `len <= segment_size` bytes; the keeper holds the unit, so
+        // the segment stays HELD and mapped while the memoryview lives.
+        unsafe { memoryview(py, keeper, base.as_ptr(), len) }
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -287,12 +287,16 @@ impl Writer {
     }
 
     /// Publishes the unit; returns its span, an opaque token that names it.
-    fn commit_unit(&self, py: Python<'_>) -> PyResult<u64> {
+    /// `lent=True` publishes it even while memoryviews from `reserve()` are
+    /// alive: they stay valid memory, and the caller promises not to write
+    /// through them any more (the reader may be reading the unit).
+    #[pyo3(signature = (lent = false))]
+    fn commit_unit(&self, py: Python<'_>, lent: bool) -> PyResult<u64> {
         let _call = self.enter(py, "commit_unit()")?;
         self.open_pool(py, "commit_unit()")?;
         let lease = self.lease(py, "commit_unit()")?;
         let loans = Arc::strong_count(&lease) - 2; // ours and the state's
-        if loans > 0 {
+        if loans > 0 && !lent {
             return Err(PyBufferError::new_err(format!(
                 "{loans} memoryview(s) from reserve() still alive: release them (del them and \
                  any arrays made from them, or call .release()) before commit_unit(), so \

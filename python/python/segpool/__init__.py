@@ -27,14 +27,30 @@ from typing import Any
 
 from ._segpool import ArenaDesyncError, Pool as _Pool, Reader, SegmentBuffer, Writer
 from ._segpool import __version__
+from ._iterate import (
+    IterationTimeout,
+    SubprocessIterable,
+    WorkerInfo,
+    get_worker_info,
+    iterate_in_subprocess,
+    loan_array,
+    loan_tensor,
+)
 
 __all__ = [
     "ArenaDesyncError",
+    "IterationTimeout",
     "Reader",
     "SegmentBuffer",
     "SharedMemorySegmentPool",
+    "SubprocessIterable",
+    "WorkerInfo",
     "Writer",
     "__version__",
+    "get_worker_info",
+    "iterate_in_subprocess",
+    "loan_array",
+    "loan_tensor",
 ]
 
 

@@ -79,9 +79,12 @@ class Writer:
             BufferError: the unit would exceed ``segment_size``.
         """
 
-    def commit_unit(self) -> int:
+    def commit_unit(self, lent: bool = False) -> int:
         """Publish the unit; return its span, an opaque token that names the
         unit (an unsigned 64-bit integer) for :py:meth:`Reader.end_unit`.
+        ``lent=True`` publishes it even while views from :py:meth:`reserve`
+        are alive (they stay valid memory; the caller must not write through
+        them any more).
 
         Raises:
             BufferError: views from :py:meth:`reserve` are still alive (the
@@ -119,6 +122,20 @@ class Reader:
                 another pool's), another envelope's unit is still open, or
                 the range runs past the unit.
             ValueError: ``nbytes`` is negative.
+        """
+
+    def recv(self, timeout: float | None = None) -> memoryview[bytes]:
+        """Wait for the next published unit, from any writer, and return a
+        writable memoryview over the whole of it. Spins briefly, then sleeps
+        on the pool's futex with the GIL released; Ctrl-C interrupts. The
+        segment returns to the pool when the last view derived from it is
+        collected.
+
+        Raises:
+            TimeoutError: no unit within ``timeout`` seconds (``None``: wait
+                for ever).
+            BufferError: the pool was shut down and every unit received.
+            ValueError: ``timeout`` negative.
         """
 
     def end_unit(self, span: int, pinned: list[object] | None = None) -> None:

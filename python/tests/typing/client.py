@@ -55,3 +55,21 @@ def beyond_spdl(pool: segpool.SharedMemorySegmentPool) -> dict[str, int | bool]:
     clone.close()
     assert offset >= 0 and segpool.__version__
     return pool.stats()
+
+
+def items() -> Iterator[dict[str, npt.NDArray[np.uint8]]]:
+    info = segpool.get_worker_info()
+    shard = 0 if info is None else info.id
+    frame: npt.NDArray[np.uint8] = segpool.loan_array((4, 4), np.uint8)
+    frame[...] = shard
+    yield {"frame": frame}
+
+
+def own_iterator() -> int:
+    total = 0
+    with segpool.iterate_in_subprocess(items, num_workers=2, buffer_size=3, ordered=False,
+                                       segment_size=1 << 16, timeout=10.0) as it:
+        for item in it:
+            total += int(item["frame"][0, 0])
+    view = segpool.SharedMemorySegmentPool(4096, 2).open_reader().recv(0.0)
+    return total + len(view)

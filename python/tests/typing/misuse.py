@@ -9,3 +9,4 @@ writer = pool.open_writer()
 writer.write_binary(3)  # E: not a buffer
 pool.open_reader().read_binary("0", 1)  # E: not an int
 span: str = writer.commit_unit()  # E: an int
+segpool.iterate_in_subprocess(lambda: [1], num_workers="2")  # E: not an int

@@ -16,20 +16,24 @@
 //! of a process-local word on the paths that act on the pool.
 //!
 //! # What `fork` may not split
-//! - **The liveness descriptors** (`crate::liveness`): a descriptor opened
-//!   but not yet registered for the child handler would leak the parent's
-//!   lock into the child for the child's whole life. Opening and
-//!   registering, and unregistering and closing, are each one
-//!   [`unsplit`] section.
-//! - **The death watchers** (`crate::watch`): threads are not copied into a
-//!   child, and a Python parent that forks with a native thread running gets
-//!   CPython's "multi-threaded fork" warning. A second pair of handlers,
-//!   registered when the first watcher starts ([`register_watch_handlers`]),
-//!   stops every watcher before a `fork` and restarts, after it, those a
-//!   sleeping thread still needs. Registered that late, its prepare handler
-//!   runs before those of libraries registered earlier (handlers run in
-//!   reverse order), such as an allocator that locks its arenas in its own:
-//!   joining a thread there, which frees memory as it exits, would deadlock.
+//! - **Descriptors a child must not keep** ([`close_in_children`]): the
+//!   liveness locks' descriptors (`crate::liveness`). The child handler
+//!   closes every registered one. A descriptor opened but not yet
+//!   registered would leak the parent's lock into the child for the child's
+//!   whole life, so opening and registering, and unregistering and closing,
+//!   are each one [`unsplit`] section.
+//! - **Threads** (the death watchers of `crate::watch`): threads are not
+//!   copied into a child, and a Python parent that forks with a native
+//!   thread running gets CPython's "multi-threaded fork" warning. A second
+//!   set of handlers, registered late ([`register_late`], when the first
+//!   watcher starts), stops them before a `fork` and restarts, after it,
+//!   those still needed. Registered that late, its prepare handler runs
+//!   before those of libraries registered earlier (handlers run in reverse
+//!   order), such as an allocator that locks its arenas in its own: joining
+//!   a thread there, which frees memory as it exits, would deadlock.
+//!
+//! This module names no other module of the crate: the ones that need the
+//! guard call it, and it calls them back only through what they registered.
 //!
 //! `unsplit` sections are guarded by [`GATE`], which the prepare handler
 //! takes and the parent and child handlers release, so a `fork` from any
@@ -45,7 +49,7 @@
 //! is not covered; `fork()` from libc, Rust's `Command`, Python's `os.fork`
 //! and `multiprocessing` all run them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, Ordering};
 
 /// Bumped in the child of every `fork` (see the module docs).
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -85,8 +89,8 @@ pub(crate) fn unsplit<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Before `fork`, in the forking thread: close the gate (the watchers were
-/// stopped by `watch_prepare`, which runs first).
+/// Before `fork`, in the forking thread: close the gate (the late prepare
+/// handler, which runs first, stopped the watchers).
 extern "C" fn prepare() {
     lock_gate();
 }
@@ -96,43 +100,32 @@ extern "C" fn in_parent() {
     unlock_gate();
 }
 
-/// 0: the watch handlers are not registered; 1: being registered; 2: done.
-static WATCH_HANDLERS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// The late handlers' state: 0 none registered, 1 being registered, 2 done.
+static LATE: AtomicU8 = AtomicU8::new(0);
 
-/// Before `fork`, ahead of `prepare` and of every library registered
-/// before the first watcher started: stop the watchers. Outside the gate:
-/// a watcher may be dropping the last reference to a region, which enters
-/// a section.
-extern "C" fn watch_prepare() {
-    crate::watch::stop_all_for_fork();
-}
-
-/// After `fork`, in the parent, after `in_parent` and the handlers of
-/// libraries registered before: restart the watchers sleepers still need.
-extern "C" fn watch_parent() {
-    crate::watch::restart_after_fork();
-}
-
-/// In the child: the watchers are not there (threads are not copied).
-extern "C" fn watch_child() {
-    crate::watch::forget_after_fork();
-}
-
-/// Registers the watch handlers, once per process, outside any section
-/// (glibc holds its handler-list lock across a whole `fork`, and our
-/// prepare handler waits for the gate, so registering inside a section
-/// could deadlock against a concurrent `fork`). `false` if it failed.
-pub(crate) fn register_watch_handlers() -> bool {
+/// Registers a second set of `pthread_atfork` handlers, once per process
+/// (later calls return `true` and register nothing): the thread-stopping
+/// handlers of the module docs. Call it outside any section (glibc holds
+/// its handler-list lock across a whole `fork`, and our prepare handler
+/// waits for the gate, so registering inside a section could deadlock
+/// against a concurrent `fork`). `false` if it failed.
+///
+/// `prepare` runs outside the gate (it may drop the last reference to
+/// something whose drop enters a section); `child` must be
+/// async-signal-safe.
+pub(crate) fn register_late(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> bool {
     use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
     loop {
-        match WATCH_HANDLERS.compare_exchange(0, 1, AcqRel, Acquire) {
+        match LATE.compare_exchange(0, 1, AcqRel, Acquire) {
             Ok(_) => {
-                // SAFETY: three `extern "C" fn()` with static lifetime; the
-                // child one does only atomic stores.
-                let rc = unsafe {
-                    libc::pthread_atfork(Some(watch_prepare), Some(watch_parent), Some(watch_child))
-                };
-                WATCH_HANDLERS.store(if rc == 0 { 2 } else { 0 }, Release);
+                // SAFETY: three `extern "C" fn()` with static lifetime, whose
+                // contracts (above) the caller keeps.
+                let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+                LATE.store(if rc == 0 { 2 } else { 0 }, Release);
                 return rc == 0;
             }
             Err(2) => return true,
@@ -142,20 +135,53 @@ pub(crate) fn register_watch_handlers() -> bool {
     }
 }
 
+/// Descriptors every child closes (see [`close_in_children`]). A fixed
+/// table, because the child handler may not allocate or lock. Written only
+/// inside [`unsplit`] sections.
+static CLOSE_IN_CHILD: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
+
+/// Registers `fd` to be closed in every child of a `fork`; returns its
+/// slot for [`keep_in_children`], or `None` when the table is full (then a
+/// child keeps the descriptor until it exits or `exec`s). Call it in the
+/// [`unsplit`] section that opened `fd`.
+pub(crate) fn close_in_children(fd: i32) -> Option<usize> {
+    CLOSE_IN_CHILD.iter().position(|s| {
+        // Relaxed: the table is only read by the child handler, in a child
+        // whose memory is a copy taken at one instant, and written inside
+        // `unsplit` sections, which no fork splits.
+        s.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+/// Takes a descriptor out of the table, in the [`unsplit`] section that
+/// then closes it.
+pub(crate) fn keep_in_children(slot: usize) {
+    // Relaxed: see `close_in_children`.
+    CLOSE_IN_CHILD[slot].store(-1, Ordering::Relaxed);
+}
+
 /// In the child, before `fork` returns there: only async-signal-safe work
 /// (atomic stores and `close`).
 extern "C" fn in_child() {
     // Relaxed: the child is single-threaded here, and every later load in it
     // is sequenced after this store.
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    // Watcher threads are not copied into the child; the inherited regions
-    // whose watches they were are inert, so nothing of theirs runs here.
-    crate::liveness::forget_after_fork();
+    for slot in &CLOSE_IN_CHILD {
+        // Relaxed: the child is single-threaded here.
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: `fd` was registered by its owner (a liveness witness of
+            // the parent), which in this child never closes it again (its
+            // drop sees the fork generation changed and leaks the number).
+            unsafe { libc::close(fd) };
+        }
+    }
     GATE.store(false, Ordering::Relaxed);
-    // A registration another thread had begun did not happen in this copy
-    // of the handler list (glibc's lock held it back): let the child
+    // A late registration another thread had begun did not happen in this
+    // copy of the handler list (glibc's lock held it back): let the child
     // register its own.
-    let _ = WATCH_HANDLERS.compare_exchange(1, 0, Ordering::Relaxed, Ordering::Relaxed);
+    let _ = LATE.compare_exchange(1, 0, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 extern "C" fn register() {

@@ -7,13 +7,15 @@
 //!   `CLOCK_MONOTONIC` time, so a wait interrupted by a signal and retried by
 //!   the caller never stretches the caller's timeout.
 //! - **Errors are values**: `EAGAIN` (the word changed) reads as
-//!   [`Wake::Woken`], `EINTR` as [`Wake::Interrupted`] (so a binding can run
-//!   its signal handlers); the caller re-checks its condition either way.
+//!   [`Ended::Woken`], `EINTR` as [`Ended::Interrupted`] (so a binding can
+//!   run its signal handlers); the caller re-checks its condition either way.
+//!
+//! It answers in its own terms ([`Ended`]) and imports nothing of the crate:
+//! `sync` calls it, never the other way round.
 //!
 //! Every call is counted (two relaxed increments next to a syscall), so
 //! benchmarks can prove the steady state makes none: see [`futex_calls`].
 
-use crate::sync::Wake;
 use core::num::NonZeroU32;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use rustix::io::Errno;
@@ -32,14 +34,25 @@ pub fn futex_calls() -> (u64, u64) {
     (WAITS.load(Ordering::Relaxed), WAKES.load(Ordering::Relaxed))
 }
 
+/// How a [`wait`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Woken, or the word no longer held the expected value (`EAGAIN`).
+    Woken,
+    /// A signal interrupted the sleep (`EINTR`).
+    Interrupted,
+    /// The deadline passed (`ETIMEDOUT`).
+    TimedOut,
+}
+
 /// `FUTEX_WAIT_BITSET` on a shared word: sleeps while `*word == expected`,
 /// until woken or `deadline` (none: forever).
-pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake {
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Ended {
     let timeout = match deadline {
         None => None,
         Some(d) => match d.checked_duration_since(Instant::now()) {
             Some(left) if !left.is_zero() => Some(absolute(left)),
-            _ => return Wake::TimedOut,
+            _ => return Ended::TimedOut,
         },
     };
     WAITS.fetch_add(1, Ordering::Relaxed);
@@ -51,11 +64,11 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
         timeout.as_ref(),
         match_any,
     ) {
-        Err(Errno::TIMEDOUT) => Wake::TimedOut,
-        Err(Errno::INTR) => Wake::Interrupted,
+        Err(Errno::TIMEDOUT) => Ended::TimedOut,
+        Err(Errno::INTR) => Ended::Interrupted,
         // EAGAIN: the word moved on. Anything else cannot happen for a
         // valid, aligned word; the caller's loop re-checks.
-        Ok(()) | Err(_) => Wake::Woken,
+        Ok(()) | Err(_) => Ended::Woken,
     }
 }
 
@@ -89,7 +102,7 @@ mod tests {
     #[test]
     fn wait_returns_at_once_when_the_word_differs() {
         let w = AtomicU32::new(1);
-        assert_eq!(wait(&w, 0, None), Wake::Woken);
+        assert_eq!(wait(&w, 0, None), Ended::Woken);
     }
 
     #[test]
@@ -97,7 +110,7 @@ mod tests {
         let w = AtomicU32::new(0);
         let start = Instant::now();
         let d = start + Duration::from_millis(30);
-        assert_eq!(wait(&w, 0, Some(d)), Wake::TimedOut);
+        assert_eq!(wait(&w, 0, Some(d)), Ended::TimedOut);
         assert!(Instant::now() >= d);
     }
 
@@ -109,7 +122,7 @@ mod tests {
             std::thread::spawn(move || {
                 while w.load(Ordering::Acquire) == 0 {
                     let far = Instant::now() + Duration::from_secs(30);
-                    assert_eq!(wait(&w, 0, Some(far)), Wake::Woken);
+                    assert_eq!(wait(&w, 0, Some(far)), Ended::Woken);
                 }
             })
         };

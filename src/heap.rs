@@ -14,7 +14,7 @@
 //! requires, as a region does.
 
 use crate::error::Result;
-use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, Participant, SegmentDesc};
+use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Owner, Participant, Parts, SegmentDesc};
 use crate::protocol::{Control, Recovered};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
@@ -76,14 +76,14 @@ impl HeapControl {
 
     /// The protocol over this block.
     pub fn control(&self) -> Control<'_> {
-        Control::new(
-            &self.header,
-            &self.parts,
-            &self.bitmap,
-            &self.descs,
-            &self.ring,
-            &self.layout,
-        )
+        let parts = Parts {
+            header: &self.header,
+            participants: &self.parts,
+            bitmap: &self.bitmap,
+            descs: &self.descs,
+            ring: &self.ring,
+        };
+        Control::new(parts, &self.layout)
     }
 
     /// The block's geometry.
@@ -154,5 +154,44 @@ impl HeapControl {
             &mut |i| Some(i) != mine && self.try_lock(d, i),
             &mut |i| self.unlock(d, i),
         )
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::{pack, phase};
+    use std::time::{Duration, Instant};
+
+    /// Finding 6 of the v2 review: nested retry budgets never looked at the
+    /// caller's deadline. Three stale slots at the head: a take whose
+    /// deadline has passed steps over one and stops, where one without a
+    /// deadline steps over all three.
+    #[test]
+    fn finding_6_a_passed_deadline_stops_a_take_among_stale_slots() {
+        let block = HeapControl::new(64, 4).unwrap();
+        let ctl = block.control();
+        let me = block.join();
+        for _ in 0..3 {
+            let lease = ctl.try_begin(me).unwrap().unwrap();
+            let (seg, epoch) = (lease.seg, lease.epoch);
+            ctl.commit(lease, 8).unwrap();
+            // What a hostile peer (or a dead consumer) leaves: the slot
+            // names a claim the descriptor no longer has.
+            block.descs[seg]
+                .state
+                .store(pack(epoch, None, phase::FREE), Ordering::Relaxed);
+        }
+        let past = Instant::now();
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(ctl.try_take_until(me, Some(past)).unwrap().is_none());
+        let left = ctl.ring_position();
+        assert_eq!(
+            left,
+            (3, 1),
+            "one stale slot stepped over, then the deadline"
+        );
+        assert!(ctl.try_take(me).unwrap().is_none());
+        assert_eq!(ctl.ring_position(), (3, 3));
     }
 }

@@ -25,15 +25,15 @@
 //! [`SegmentPool::attach`]: crate::SegmentPool::attach
 
 use crate::error::{Error, Result};
-use crate::layout::{Header, Layout, MAX_PARTICIPANTS, Participant as Entry, SegmentDesc};
+use crate::layout::Layout;
 use crate::protocol::{Control, Stats};
-use crate::sync::{AtomicU64, Ordering};
+
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{FileType, Mode, OFlags, SealFlags};
 use std::path::{Path, PathBuf};
 
-/// The `memfd_create` name a pool's memfd carries (see `region.rs`); a
+/// The `memfd_create` name a pool's memfd carries (see `mapping.rs`); a
 /// `/proc/PID/fd/N` link to it reads `/memfd:segpool (deleted)`.
 pub const MEMFD_NAME: &str = "segpool";
 
@@ -174,7 +174,7 @@ impl Inspector {
         let size = usize::try_from(st.st_size).map_err(|_| {
             Error::Corrupt(format!("shared object has negative size {}", st.st_size))
         })?;
-        let peeked = crate::region::peek_header(&fd, size)?;
+        let peeked = crate::mapping::peek_header(&fd, size)?;
         let (layout, version) = (peeked.layout, peeked.version);
         // The control area alone: header, bitmap, descriptors and ring all
         // end before `segments_offset` (checked by `Layout::new`).
@@ -226,33 +226,13 @@ impl Inspector {
             )));
         }
         let l = &self.layout;
-        // SAFETY: the mapping holds `segments_offset` bytes, page-aligned,
-        // and lives as long as `self`; `Layout::new` placed the header, the
-        // participant table, the bitmap, the descriptors and the ring inside
-        // it, 128-byte aligned, without overlap; all of them are atomics,
-        // valid for every bit pattern. `Control::stats` and
-        // `Control::participants` and the loop below make only Relaxed loads
-        // of at most 8 bytes, which Rust allows on read-only memory on the
-        // 64-bit targets we build for (see `core::sync::atomic`); nothing
-        // here calls a `Control` method that writes.
-        let (hdr, parts, words, descs, ring) = unsafe {
-            let base = self.map.as_ptr();
-            let at = |offset: usize| base.add(offset);
-            (
-                &*base.cast::<Header>(),
-                core::slice::from_raw_parts(at(l.parts_offset).cast::<Entry>(), MAX_PARTICIPANTS),
-                core::slice::from_raw_parts(
-                    at(l.bitmap_offset).cast::<AtomicU64>(),
-                    l.bitmap_words(),
-                ),
-                core::slice::from_raw_parts(at(l.descs_offset).cast::<SegmentDesc>(), l.count),
-                core::slice::from_raw_parts(at(l.ring_offset).cast::<AtomicU64>(), l.ring_capacity),
-            )
-        };
-        let ctl = Control::new(hdr, parts, words, descs, ring, l);
-        let stats = ctl.stats();
-        let views = ctl.participants();
-        let participants: Vec<Participant> = views
+        // SAFETY: the read-only mapping holds `control_len` bytes,
+        // page-aligned, and lives as long as `self`; only the census runs
+        // on it, which makes `Relaxed` loads only (see `Layout::carve`).
+        let ctl = Control::new(unsafe { l.carve(self.map.as_ptr()) }, l);
+        let census = ctl.census();
+        let participants: Vec<Participant> = census
+            .participants
             .iter()
             .map(|v| Participant {
                 index: v.index,
@@ -263,21 +243,11 @@ impl Inspector {
                 waiting: v.waiting,
             })
             .collect();
-        let (mut len_sum, mut len_n) = (0u64, 0u64);
-        for d in descs {
-            // `len` is stored at commit and never cleared, so it holds the
-            // span of the last unit committed in this segment, in any phase.
-            // A peer may write any value: clamp to what a segment holds.
-            let len = d.len.load(Ordering::Relaxed).min(l.segment_size as u64);
-            if len > 0 {
-                len_sum = len_sum.saturating_add(len);
-                len_n += 1;
-            }
-        }
         let mut writers: Vec<(u32, usize)> = Vec::new();
-        for owner in ctl.writers() {
+        for owner in &census.writers {
             // The writer's pid, through its participant entry (0: unknown).
-            let pid = views
+            let pid = census
+                .participants
                 .iter()
                 .find(|v| v.index == owner.index())
                 .map_or(0, |v| v.pid);
@@ -286,6 +256,8 @@ impl Inspector {
                 Err(i) => writers.insert(i, (pid, 1)),
             }
         }
+        let (len_sum, len_n) = (census.len_sum, census.len_count);
+        let stats = census.stats;
         Ok(Snapshot {
             segment_size: l.segment_size,
             count: l.count,

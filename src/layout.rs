@@ -485,6 +485,24 @@ pub struct Layout {
     pub total_len: usize,
 }
 
+/// The control area's parts, typed: what the protocol's `Control` is
+/// made of. The one place that turns a block's bytes into them is
+/// [`Layout::carve`]; the heap's block (`crate::heap`) builds them from
+/// boxes of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts<'a> {
+    /// The header.
+    pub header: &'a Header,
+    /// `MAX_PARTICIPANTS` entries.
+    pub participants: &'a [Participant],
+    /// `bitmap_words()` words.
+    pub bitmap: &'a [AtomicU64],
+    /// `count` descriptors.
+    pub descs: &'a [SegmentDesc],
+    /// `ring_capacity` slots.
+    pub ring: &'a [AtomicU64],
+}
+
 fn align_up(x: usize, a: usize) -> Option<usize> {
     Some(x.checked_add(a - 1)? & !(a - 1))
 }
@@ -547,6 +565,48 @@ impl Layout {
             segment_stride,
             total_len,
         })
+    }
+
+    /// The control area at `base`, typed.
+    ///
+    /// # Safety
+    /// `base` must point to at least [`control_len`](Self::control_len)
+    /// bytes, aligned to 128, that stay mapped (and are not reused as
+    /// anything else) for `'a`. Writable memory is needed for every
+    /// `Control` method except the monitors' ones (`census`, `stats`),
+    /// which make only `Relaxed` loads of at most 8 bytes, allowed on
+    /// read-only memory on the 64-bit targets we build for (see
+    /// `core::sync::atomic`).
+    pub unsafe fn carve<'a>(&self, base: *const u8) -> Parts<'a> {
+        debug_assert!(self.ring_offset + self.ring_capacity * 8 <= self.segments_offset);
+        // SAFETY: `new` placed the header, participants, bitmap,
+        // descriptors and ring inside `control_len`, each 128-byte aligned
+        // (the header at 0), without overlap; the caller guarantees the
+        // memory for `'a`. Every one of these types holds atomics only,
+        // valid for every bit pattern (a peer's writes are atomic races,
+        // never undefined behaviour).
+        unsafe {
+            let at = |offset: usize| base.add(offset);
+            Parts {
+                header: &*base.cast::<Header>(),
+                participants: core::slice::from_raw_parts(
+                    at(self.parts_offset).cast::<Participant>(),
+                    MAX_PARTICIPANTS,
+                ),
+                bitmap: core::slice::from_raw_parts(
+                    at(self.bitmap_offset).cast::<AtomicU64>(),
+                    self.bitmap_words(),
+                ),
+                descs: core::slice::from_raw_parts(
+                    at(self.descs_offset).cast::<SegmentDesc>(),
+                    self.count,
+                ),
+                ring: core::slice::from_raw_parts(
+                    at(self.ring_offset).cast::<AtomicU64>(),
+                    self.ring_capacity,
+                ),
+            }
+        }
     }
 
     /// Number of `AtomicU64` words in the bitmap.

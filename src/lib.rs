@@ -91,6 +91,8 @@ pub mod inspect;
 #[cfg(not(loom))]
 mod liveness;
 #[cfg(not(loom))]
+mod mapping;
+#[cfg(not(loom))]
 mod policy;
 #[cfg(not(loom))]
 mod pool;

@@ -12,10 +12,12 @@
 //! reuse, pid namespace or fork to confuse it.
 //!
 //! `fork` copies descriptors, and a child holding a copy of the lock's
-//! description would keep its parent "alive". The fork guard's child
-//! handler therefore closes, in every child, the lock descriptors this
-//! module registered ([`forget_after_fork`]); a child that `exec`s closes
-//! them anyway (they are close-on-exec).
+//! description would keep its parent "alive". So every witness registers
+//! its descriptor with the fork guard, whose child handler closes it in
+//! every child (`crate::fork::close_in_children`); a child that `exec`s
+//! closes them anyway (they are close-on-exec). (If the guard's table is
+//! full, a child keeps its parent's lock until it exits: a delay for
+//! recovery, never a wrong recovery.)
 //!
 //! Locks live far beyond the end of the file (a lock may cover bytes that do
 //! not exist), so they never touch the data and never conflict with
@@ -23,33 +25,9 @@
 
 use crate::error::{Error, Result};
 use rustix::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Byte of participant 0's lock.
 const LOCK_BASE: i64 = 1 << 40;
-
-/// Lock descriptors the fork handler closes in a child. A fixed table,
-/// because the handler may not allocate or lock; a witness that finds it
-/// full stays unregistered (then a forked child keeps its parent's lock
-/// until the child exits: a delay for recovery, never a wrong recovery).
-/// Written only inside `crate::fork::unsplit` sections.
-static REGISTERED: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
-
-/// Closes every registered lock descriptor. Runs in a fork child before
-/// `fork` returns there, so only async-signal-safe calls: atomic swaps and
-/// `close`.
-pub(crate) fn forget_after_fork() {
-    for slot in &REGISTERED {
-        // Relaxed: the child is single-threaded here.
-        let fd = slot.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: `fd` was registered by a `Witness` of the parent, which
-            // owns it and, in this child, never closes it again (its drop
-            // sees the fork generation changed and leaks the number).
-            unsafe { libc::close(fd) };
-        }
-    }
-}
 
 /// The lock that keeps one participant entry ours.
 #[derive(Debug)]
@@ -85,14 +63,7 @@ impl Witness {
                 rustix::fs::Mode::empty(),
             )
             .map_err(|e| Error::io("open the pool again for its liveness lock", e))?;
-            let raw = fd.as_raw_fd();
-            let slot = REGISTERED.iter().position(|s| {
-                // Relaxed: the table is only read by the fork handler, in a
-                // child whose memory is a copy taken at one instant, and
-                // written inside `unsplit` sections, which no fork splits.
-                s.compare_exchange(-1, raw, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            });
+            let slot = crate::fork::close_in_children(fd.as_raw_fd());
             Ok(Witness {
                 fd: Some(fd),
                 slot,
@@ -171,8 +142,7 @@ impl Drop for Witness {
         // between the two steps would keep an unregistered copy.
         crate::fork::unsplit(|| {
             if let Some(slot) = self.slot {
-                // Relaxed: see `open`.
-                REGISTERED[slot].store(-1, Ordering::Relaxed);
+                crate::fork::keep_in_children(slot);
             }
             drop(fd); // closing the description releases the lock
         });

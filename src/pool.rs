@@ -3,9 +3,10 @@
 use crate::error::{Error, Result};
 use crate::handle::{ENV_VAR, PoolHandle};
 use crate::layout::Layout;
+use crate::mapping::unlink_name;
 use crate::protocol::{ParticipantView, Recovered, Stats};
 use crate::reader::Reader;
-use crate::region::{Region, unlink_name};
+use crate::region::Region;
 use crate::writer::Writer;
 use std::process::Command;
 use std::sync::Arc;

@@ -14,7 +14,7 @@
 //!   has exited, after its files, and so its liveness lock, are released;
 //! - an **eventfd** of its own, poked to rescan or to stop.
 //!
-//! On any event the watcher sweeps (`Region::sweep`, exclusive under the
+//! On any event the watcher sweeps ([`Watched::sweep`], exclusive under the
 //! dead entry's lock as every recovery is) and rebuilds its set; recovery
 //! wakes the sleepers. The pidfd is only ever a hint of *when* to look: what
 //! decides *whether* a participant is dead is still its lock.
@@ -31,8 +31,8 @@
 //! - **fork**: a prepare handler stops every watcher, so a `fork` never
 //!   sees one (CPython warns about forking a multi-threaded process); a
 //!   parent handler restarts those a sleeping thread still needs, and the
-//!   others restart at their next sleep (`crate::fork`). No watcher starts
-//!   while a `fork` is under way (`FORKING`).
+//!   others restart at their next sleep (`crate::fork::register_late`). No
+//!   watcher starts while a `fork` is under way (`FORKING`).
 //! - **What no event covers**: a participant that `exec`s without dropping
 //!   its pool (its lock goes, its pid and pidfd stay), a futex sequence
 //!   that wrapped around. The watcher sweeps every [`SAFETY_SLICE`] anyway,
@@ -44,7 +44,6 @@
 //! vouch for a process, one every 250 ms); a death is recovered within
 //! milliseconds.
 
-use crate::region::Region;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -62,6 +61,17 @@ pub(crate) const FALLBACK: Duration = Duration::from_millis(250);
 /// watcher thread that exited; a participant that `exec`ed) at one
 /// wake-up, about 4 µs of CPU, every 10 s.
 pub(crate) const SAFETY_SLICE: Duration = Duration::from_secs(10);
+
+/// What a watcher watches: a pool this process takes part in (the region
+/// implements it; this module names no region, so imports run one way).
+pub(crate) trait Watched: Send + Sync {
+    /// Joins seen so far (bumped by every join).
+    fn roster(&self) -> u64;
+    /// Recovers every dead participant; errors are the sleepers' to report.
+    fn sweep(&self);
+    /// The other participants to watch: alive, and not this process.
+    fn peers(&self) -> Vec<Peer>;
+}
 
 /// `statfs.f_type` of pidfs, where pidfd inode numbers are per process.
 const PIDFS_MAGIC: u64 = 0x5049_4446;
@@ -111,7 +121,7 @@ struct Ctl {
 #[derive(Debug, Default)]
 struct Inner {
     thread: Option<JoinHandle<()>>,
-    region: Weak<Region>,
+    region: Option<Weak<dyn Watched>>,
 }
 
 /// A sleeper counted in [`Ctl::sleepers`] while it lives.
@@ -160,11 +170,12 @@ impl Watch {
     /// last and whether the sleeper must sweep by itself:
     /// [`SAFETY_SLICE`] when a watcher runs, [`FALLBACK`] and `true` when
     /// none could be started.
-    pub(crate) fn before_sleep(&self, region: &Arc<Region>) -> (Duration, bool) {
+    pub(crate) fn before_sleep<W: Watched + 'static>(&self, region: &Arc<W>) -> (Duration, bool) {
         let ctl = &self.ctl;
         // SeqCst: see `sleeping`.
         if !ctl.running.load(Ordering::SeqCst) && !ctl.failed.load(Ordering::Acquire) {
-            start(ctl, Arc::downgrade(region));
+            let weak: Weak<dyn Watched> = Arc::downgrade(region) as Weak<dyn Watched>;
+            start(ctl, weak);
         }
         if ctl.failed.load(Ordering::Acquire) || !ctl.running.load(Ordering::SeqCst) {
             // No watcher (none could start, or a fork is under way): sweep
@@ -227,8 +238,8 @@ impl Ctl {
 }
 
 /// Starts the watcher thread of `ctl` unless one runs.
-fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
-    if !crate::fork::register_watch_handlers() {
+fn start(ctl: &Arc<Ctl>, region: Weak<dyn Watched>) {
+    if !crate::fork::register_late(prepare_fork, after_fork_in_parent, after_fork_in_child) {
         ctl.failed.store(true, Ordering::Release);
         return;
     }
@@ -241,7 +252,7 @@ fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
         if ctl.running.load(Ordering::SeqCst) || FORKING.load(Ordering::SeqCst) {
             return;
         }
-        inner.region = region.clone();
+        inner.region = Some(region.clone());
         ctl.stop.store(false, Ordering::Relaxed);
         let me = ctl.clone();
         let spawned = std::thread::Builder::new()
@@ -280,9 +291,12 @@ fn start(ctl: &Arc<Ctl>, region: Weak<Region>) {
     });
 }
 
-/// The prepare fork handler's part: stops every watcher of this process,
-/// and any from starting until the fork is done.
-pub(crate) fn stop_all_for_fork() {
+/// Before `fork` (a late handler: ahead of the fork guard's own and of
+/// every library registered before the first watcher started), outside the
+/// gate (a watcher may be dropping the last reference to a region, which
+/// enters a section): stops every watcher of this process, and any from
+/// starting until the fork is done.
+extern "C" fn prepare_fork() {
     FORKING.store(true, Ordering::SeqCst);
     let all: Vec<Arc<Ctl>> = lock(&WATCHES).iter().filter_map(Weak::upgrade).collect();
     for ctl in all {
@@ -292,23 +306,27 @@ pub(crate) fn stop_all_for_fork() {
     }
 }
 
-/// The parent fork handler's part: restarts the watchers that a sleeping
+/// After `fork`, in the parent: restarts the watchers that a sleeping
 /// thread still needs.
-pub(crate) fn restart_after_fork() {
+extern "C" fn after_fork_in_parent() {
     FORKING.store(false, Ordering::SeqCst);
     let all: Vec<Arc<Ctl>> =
         crate::fork::unsplit(|| lock(&WATCHES).iter().filter_map(Weak::upgrade).collect());
     for ctl in all {
         // SeqCst: see `Watch::sleeping`.
         if ctl.sleepers.load(Ordering::SeqCst) > 0 {
+            // Cloned out first: `start` locks `inner` again.
             let region = lock(&ctl.inner).region.clone();
-            start(&ctl, region);
+            if let Some(region) = region {
+                start(&ctl, region);
+            }
         }
     }
 }
 
-/// The child fork handler's part (async-signal-safe: one atomic store).
-pub(crate) fn forget_after_fork() {
+/// In the child (async-signal-safe: one atomic store). Watcher threads are
+/// not copied into it, and the inherited regions they watched are inert.
+extern "C" fn after_fork_in_child() {
     FORKING.store(false, Ordering::Relaxed);
 }
 
@@ -353,7 +371,7 @@ fn pidfd_of(peer: &Peer) -> Option<OwnedFd> {
 }
 
 /// The watcher thread's body.
-fn watch(ctl: &Ctl, region: &Weak<Region>) {
+fn watch(ctl: &Ctl, region: &Weak<dyn Watched>) {
     // Participants whose pidfd fired while their lock stayed held: checked
     // every FALLBACK from then on (a copy of the description outlives
     // them), not watched again through a pidfd that stays readable.
@@ -367,7 +385,7 @@ fn watch(ctl: &Ctl, region: &Weak<Region>) {
         let roster = r.roster();
         // Relaxed: a hint for sleepers (see `before_sleep`).
         ctl.seen_roster.store(roster, Ordering::Relaxed);
-        r.sweep_quietly();
+        r.sweep();
         let peers = r.peers();
         drop(r);
         held_after_exit.retain(|k| peers.iter().any(|p| p.key == *k));
@@ -404,7 +422,7 @@ fn watch(ctl: &Ctl, region: &Weak<Region>) {
             // Its lock goes before the pidfd fires; sweep, and whatever is
             // still held is checked by the fallback from now on.
             if let Some(r) = region.upgrade() {
-                r.sweep_quietly();
+                r.sweep();
                 let alive = r.peers();
                 held_after_exit.extend(fired.iter().filter(|k| alive.iter().any(|p| p.key == **k)));
             }

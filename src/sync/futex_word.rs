@@ -35,7 +35,8 @@ pub(crate) use emulated::FutexWord;
 #[cfg(not(loom))]
 mod real {
     use super::Wake;
-    use crate::sync::AtomicU32;
+    use crate::futex::Ended;
+    use core::sync::atomic::AtomicU32;
     use std::time::Instant;
 
     /// An `AtomicU32` that lives in shared memory and doubles as a futex.
@@ -54,7 +55,11 @@ mod real {
         /// Sleeps while the word equals `expected`, until `deadline`.
         #[inline]
         pub(crate) fn wait(&self, expected: u32, deadline: Option<Instant>) -> Wake {
-            crate::futex::wait(&self.0, expected, deadline)
+            match crate::futex::wait(&self.0, expected, deadline) {
+                Ended::Woken => Wake::Woken,
+                Ended::Interrupted => Wake::Interrupted,
+                Ended::TimedOut => Wake::TimedOut,
+            }
         }
 
         /// Wakes at most `n` sleepers, in any process.

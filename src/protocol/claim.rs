@@ -1,0 +1,142 @@
+//! The producer's room: claim a free segment (`begin`), publish it
+//! (`commit`) or give it back (`abort`).
+
+use super::control::Control;
+use super::unit::Lease;
+use super::wait::{Budget, Side, Wait, notify};
+use crate::error::{Error, Result};
+use crate::layout::{EPOCH_MASK, Owner, epoch_of, pack, phase, phase_of};
+use crate::sync::Ordering;
+use std::time::Instant;
+
+impl Control<'_> {
+    /// Claims a free segment for writing, without waiting.
+    /// `Ok(None)`: none free. `Err(Shutdown)` after `shutdown`.
+    #[inline]
+    pub fn try_begin(&self, me: Owner) -> Result<Option<Lease>> {
+        self.try_begin_in(me, self.generation(), None)
+    }
+
+    /// Claims a free segment, waiting for one as `wait` allows. The lease
+    /// belongs to the generation current when `begin` was *called*: a
+    /// producer that waited across a `reset` gets `Stale` at commit rather
+    /// than slipping a unit of the old pass into the new one.
+    pub fn begin(&self, me: Owner, wait: &Wait<'_>) -> Result<Lease> {
+        let generation = self.generation();
+        self.wait_for(Side::Space, me, wait, || {
+            self.try_begin_in(me, generation, wait.deadline)
+        })
+    }
+
+    fn try_begin_in(
+        &self,
+        me: Owner,
+        generation: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Lease>> {
+        if self.is_shutdown() {
+            return Err(Error::Shutdown);
+        }
+        // Bounded: each failed descriptor CAS leaves the bit set over an
+        // owned segment, so the scan moves on; `count` rounds, and the
+        // caller's deadline, bound a peer that frees and re-takes behind
+        // our back.
+        let mut budget = Budget::new(deadline);
+        for round in 0..=self.count() {
+            if round > 0 && budget.spent() {
+                return Ok(None);
+            }
+            let Some(seg) = self.bitmap.try_claim() else {
+                return Ok(None);
+            };
+            if let Some(lease) = self.start_writing(seg, me, generation) {
+                return Ok(Some(lease));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the descriptor of `seg`, whose bit we just set. `None` if the
+    /// descriptor is owned after all (the index lagged): the bit stays set,
+    /// which is right for an owned segment.
+    #[inline]
+    fn start_writing(&self, seg: usize, me: Owner, generation: u32) -> Option<Lease> {
+        let d = &self.descs[seg];
+        // Relaxed: the bitmap CAS acquired the release that freed it; a
+        // stale value only makes the CAS below fail.
+        let st = d.state.load(Ordering::Relaxed);
+        if !phase::is_free(phase_of(st)) {
+            return None;
+        }
+        // The last end's record, made here if its releaser (or aborter) has
+        // not (yet, or ever: killed), before this claim can end in turn.
+        self.settle_record(d, st);
+        let epoch = epoch_of(st).wrapping_add(1);
+        // AcqRel: Acquire pairs with `finish`'s Release (O2: the previous
+        // owner's accesses happen-before ours, whichever way we found the
+        // segment); Release gives recoverers and consumers this epoch's owner.
+        d.state
+            .compare_exchange(
+                st,
+                pack(epoch, Some(me), phase::WRITING),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        // Relaxed: consumers read it after the commit's Release slot CAS.
+        d.generation.store(generation, Ordering::Relaxed);
+        Some(Lease {
+            seg,
+            epoch: epoch & EPOCH_MASK,
+            generation,
+            owner: me,
+        })
+    }
+
+    /// Publishes a written unit of `len` bytes; returns its ticket.
+    ///
+    /// On `Shutdown` or `Stale` (a `reset` since `begin`, or the lease was
+    /// taken back) the segment goes back to the pool and nothing is
+    /// published.
+    pub fn commit(&self, lease: Lease, len: usize) -> Result<u64> {
+        debug_assert!(len <= self.segment_size);
+        if self.is_shutdown() {
+            self.abort(lease);
+            return Err(Error::Shutdown);
+        }
+        if lease.generation != self.generation() {
+            self.abort(lease);
+            return Err(Error::Stale);
+        }
+        let d = &self.descs[lease.seg];
+        // Relaxed: only a recoverer that took us for dead changes our
+        // descriptor; this spares the consumer a stale slot in that case.
+        if d.state.load(Ordering::Relaxed) != lease.state() {
+            self.check_alive(lease.owner)?;
+            return Err(Error::Stale);
+        }
+        // Our liveness lock is gone if our entry was recovered: stop here
+        // rather than publish from a process the others think dead.
+        self.check_alive(lease.owner)?;
+        // Relaxed: published by the Release of the slot CAS in `Ring::push`.
+        d.len.store(len as u64, Ordering::Relaxed);
+        let (ticket, flagged) = match self.ring.push(lease.seg, lease.epoch) {
+            Ok(pushed) => pushed,
+            Err(e) => {
+                // A corrupt ring: nothing was published, the segment is ours.
+                self.abort(lease);
+                return Err(e);
+            }
+        };
+        if flagged {
+            notify(&self.hdr.data);
+        }
+        Ok(ticket)
+    }
+
+    /// Gives a claimed, uncommitted segment back. Returns false if the lease
+    /// was stale (the segment was reset or recovered meanwhile).
+    pub fn abort(&self, lease: Lease) -> bool {
+        self.finish(lease.seg, lease.state(), false)
+    }
+}

@@ -1,7 +1,7 @@
 //! A child process: its role, the spec the orchestrator hands it in the
 //! environment, and its entry point.
 
-use crate::roles::{self, Child};
+use crate::roles::{self, Attached};
 
 /// Names the role of a child process (absent in the orchestrator).
 pub const ROLE_ENV: &str = "SEGPOOL_KILL9_ROLE";
@@ -115,7 +115,7 @@ fn run(spec: &str) -> Result<(), String> {
         return Err("the orchestrator is gone".into());
     }
     let s = Spec::parse(spec)?;
-    let child = Child::attach(s.slot, s.inc, s.seed)?;
+    let child = Attached::attach(s.slot, s.inc, s.seed)?;
     match s.role {
         Role::Producer(_) => roles::producer(child, s.every),
         Role::Consumer => roles::consumer(child, s.every, s.held),

@@ -11,20 +11,20 @@ use crate::tripwire::Tripwire;
 use segpool::{SegmentPool, Unit};
 use std::collections::VecDeque;
 
-/// What every role starts with: its place on the board, its timer, the
+/// What every role has once attached: its place on the board, its timer, the
 /// pool it inherited, and its random stream.
-pub struct Child {
+pub struct Attached {
     me: Slot,
     trip: Tripwire,
     pool: SegmentPool,
     rng: Rng,
 }
 
-impl Child {
+impl Attached {
     /// Attaches to what the orchestrator handed down: incarnation `inc` in
     /// board slot `slot`.
-    pub fn attach(slot: usize, inc: u32, seed: u64) -> Result<Child, String> {
-        Ok(Child {
+    pub fn attach(slot: usize, inc: u32, seed: u64) -> Result<Attached, String> {
+        Ok(Attached {
             me: Slot::inherited(slot, inc)?,
             trip: Tripwire::new()?,
             pool: SegmentPool::from_env().map_err(|e| format!("attach: {e}"))?,
@@ -36,7 +36,7 @@ impl Child {
 /// Runs `recover_dead` in a loop, now and then with its own death armed to
 /// land inside it: whatever a recovery killed half-way left, the next one
 /// (the orchestrator's, or a watcher's) must finish.
-pub fn recoverer(mut c: Child, every: u64) -> Result<(), String> {
+pub fn recoverer(mut c: Attached, every: u64) -> Result<(), String> {
     loop {
         c.me.enter(Phase::Rest);
         pause(&mut c.rng);
@@ -52,7 +52,7 @@ pub fn recoverer(mut c: Child, every: u64) -> Result<(), String> {
 
 /// Writes units of random length, filled in chunks with random pauses,
 /// and reports each once `commit_unit` returned `Ok`.
-pub fn producer(mut c: Child, every: u64) -> Result<(), String> {
+pub fn producer(mut c: Attached, every: u64) -> Result<(), String> {
     let writer = c.pool.open_writer();
     let body_max = c.pool.segment_size() - HEADER;
     let rng = &mut c.rng;
@@ -103,7 +103,7 @@ pub fn producer(mut c: Child, every: u64) -> Result<(), String> {
 /// Verifies every unit byte for byte and reports it before anything else,
 /// then holds up to `max_held` views for a random while, so that it often
 /// dies holding views.
-pub fn consumer(mut c: Child, every: u64, max_held: u64) -> Result<(), String> {
+pub fn consumer(mut c: Attached, every: u64, max_held: u64) -> Result<(), String> {
     let reader = c.pool.open_reader();
     let mut held: VecDeque<Unit> = VecDeque::new();
     let rng = &mut c.rng;

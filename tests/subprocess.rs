@@ -573,7 +573,7 @@ fn kill_dash_nine_a_worker_at_random_points() {
     assert_eq!(unrecovered, 0, "segments not back after {trials} kills");
     // How many kills landed mid-unit depends on timing (a producer of small
     // units spends most of its time asleep on the full pool); the kill -9
-    // harness (`examples/kill9.rs`) and `tests/protocol_v2.rs` pin that case.
+    // harness (`tests/kill9/`) and `tests/protocol_v2.rs` pin that case.
     // The random points must include mid-pass deaths, or the test tests nothing.
     assert!(
         trials < 20 || peer_gone > trials / 4,

@@ -3,7 +3,9 @@
 
 Usage: callgrind_rmw.py UNITS LABEL=OUT_FILE [LABEL=OUT_FILE ...]
 
-Prints a Markdown table, a row per LABEL (e.g. "v1 | producer"). Each
+Prints a Markdown table, a row per LABEL (e.g. "segpool v1 | producer"),
+then one row per crate (the LABEL's part before " | ") with both sides
+summed. Each
 OUT_FILE is a `callgrind --dump-instr=yes` profile of one side of
 `transport oneloop` (collection toggled on inside `produce_one` or
 `consume_one` only, so the profile holds exactly that side's instructions).
@@ -104,6 +106,7 @@ def main():
     table = ["| crate | side | instructions per unit | atomic RMWs per unit |",
              "|---|---|---:|---:|"]
     details = []
+    both = collections.OrderedDict()  # crate -> [instructions, RMWs] per unit
     for arg in sys.argv[2:]:
         label, path = arg.split("=", 1)
         total, costs = parse(path)
@@ -117,11 +120,17 @@ def main():
                 rmw += n
                 where[(fn, insn)] += n
         table.append(f"| {label} | {total / units:.1f} | {rmw / units:.2f} |")
+        sums = both.setdefault(label.split(" | ")[0], [0.0, 0.0])
+        sums[0] += total / units
+        sums[1] += rmw / units
         details.append(f"\n{label}: where the RMWs are (per unit, instruction, function)\n")
         details.append("```text")
         for (fn, insn), n in sorted(where.items(), key=lambda x: (x[0][0], x[0][1])):
             details.append(f"{n / units:5.2f}  {insn:<36} {fn}")
         details.append("```")
+    table += ["", "| crate | instructions per unit, producer + consumer | atomic RMWs per unit, both sides |",
+              "|---|---:|---:|"]
+    table += [f"| {c} | {ir:.1f} | {rmw:.2f} |" for c, (ir, rmw) in both.items()]
     print("\n".join(table))
     print("\n".join(details))
 

@@ -7,6 +7,7 @@
 //! child's own diagnostics and is echoed.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -36,12 +37,20 @@ pub struct Peer {
     from: BufReader<ChildStderr>,
 }
 
+/// A command that runs `exe` with `args` as a [`Peer`] (control channel
+/// on its stdin and stderr).
+pub fn peer_command(exe: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
 /// A command that re-executes this binary as a child in `role`.
 pub fn child_command(role: &str, args: &[String]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.arg("child").arg(role).args(args);
-    cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+    let mut cmd = peer_command(&exe, &["child".to_string(), role.to_string()]);
+    cmd.args(args);
     cmd
 }
 

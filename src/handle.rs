@@ -103,13 +103,6 @@ impl PoolHandle {
         self.acquire_timeout
     }
 
-    /// The same handle with `timeout` as the `acquire_timeout` that
-    /// writers of a pool attached through it use.
-    pub fn with_acquire_timeout(mut self, timeout: Duration) -> PoolHandle {
-        self.acquire_timeout = timeout;
-        self
-    }
-
     /// The descriptor number a memfd pool's handle names, in this process;
     /// `None` for a named pool. It is open while what the handle came from
     /// lives: the pool ([`SegmentPool::handle`](crate::SegmentPool::handle))

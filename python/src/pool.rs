@@ -126,8 +126,10 @@ impl Pool {
         }
         // SAFETY: `fd` is open for the whole call: the package's loader
         // (`_attached` in segpool/__init__.py) opened it and closes it only
-        // after this returns. It is only duplicated here, and the copy is
-        // what the handle owns.
+        // after this returns. The borrow is only duplicated, at once (the
+        // copy is what the handle owns); a number that is not open there
+        // (a hand-made call of this private method) fails that `dup` with
+        // EBADF, and a wrong open file fails `from_fd`'s checks.
         let own = unsafe { BorrowedFd::borrow_raw(fd) }
             .try_clone_to_owned()
             .map_err(|e| {

@@ -16,7 +16,9 @@
 
 use crate::error::{Error, Result};
 use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The environment variable [`PoolHandle::from_env`] reads.
@@ -36,12 +38,30 @@ pub(crate) enum Backing {
 }
 
 /// Everything another process needs to attach to a pool.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two handles are equal when they name the same backing, length and
+/// timeout (whether either owns its descriptor does not count).
+#[derive(Clone, Debug)]
 pub struct PoolHandle {
     backing: Backing,
     len: u64,
     acquire_timeout: Duration,
+    /// The descriptor `backing` names, for a handle made by
+    /// [`from_fd`](Self::from_fd): it stays open while the handle (or a
+    /// clone) lives. `None` for a handle that only names a number (one of
+    /// a pool's, or one parsed from text).
+    #[expect(dead_code, reason = "held for its Drop: keeps the descriptor open")]
+    owned: Option<Arc<OwnedFd>>,
 }
+
+impl PartialEq for PoolHandle {
+    fn eq(&self, other: &PoolHandle) -> bool {
+        (&self.backing, self.len, self.acquire_timeout)
+            == (&other.backing, other.len, other.acquire_timeout)
+    }
+}
+
+impl Eq for PoolHandle {}
 
 impl PoolHandle {
     pub(crate) fn new(backing: Backing, len: u64, acquire_timeout: Duration) -> Self {
@@ -49,6 +69,18 @@ impl PoolHandle {
             backing,
             len,
             acquire_timeout,
+            owned: None,
+        }
+    }
+
+    /// A handle that keeps `fd` open and names it; the caller validated it
+    /// (`PoolHandle::from_fd`, in `pool.rs`).
+    pub(crate) fn owning(fd: OwnedFd, len: u64, acquire_timeout: Duration) -> Self {
+        PoolHandle {
+            backing: Backing::Fd(fd.as_raw_fd()),
+            len,
+            acquire_timeout,
+            owned: Some(Arc::new(fd)),
         }
     }
 
@@ -69,6 +101,19 @@ impl PoolHandle {
     /// The creator's `acquire_timeout`, which attached writers inherit.
     pub fn acquire_timeout(&self) -> Duration {
         self.acquire_timeout
+    }
+
+    /// The descriptor number a memfd pool's handle names, in this process;
+    /// `None` for a named pool. It is open while what the handle came from
+    /// lives: the pool ([`SegmentPool::handle`](crate::SegmentPool::handle))
+    /// or, for a handle made by [`from_fd`](Self::from_fd), the handle
+    /// itself. (A pool's own descriptor, borrowed for as long as the pool
+    /// lives, is `AsFd` on [`SegmentPool`](crate::SegmentPool).)
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        match self.backing {
+            Backing::Fd(n) => Some(n),
+            Backing::Named(_) => None,
+        }
     }
 
     /// The shm name, for a named pool.
@@ -164,11 +209,11 @@ impl FromStr for PoolHandle {
                 )));
             }
         }
-        Ok(PoolHandle {
-            backing: backing.ok_or_else(|| bad("neither fd= nor shm= given".into()))?,
-            len: len.ok_or_else(|| bad("len= missing".into()))?,
-            acquire_timeout: timeout.ok_or_else(|| bad("timeout_ms= missing".into()))?,
-        })
+        Ok(PoolHandle::new(
+            backing.ok_or_else(|| bad("neither fd= nor shm= given".into()))?,
+            len.ok_or_else(|| bad("len= missing".into()))?,
+            timeout.ok_or_else(|| bad("timeout_ms= missing".into()))?,
+        ))
     }
 }
 

@@ -51,6 +51,38 @@
 //! # Ok::<(), segpool::Error>(())
 //! ```
 //!
+//! # Raw access
+//! [`Unit::as_ptr`], [`Unit::as_mut_ptr`] and [`UnitWriter::as_mut_ptr`]
+//! give the address of a unit's bytes in this process's mapping, for a
+//! binding that hands them to another runtime without a copy (a Python
+//! memoryview, a DLPack tensor). This is the one contract for all three:
+//! - **How long the memory is there.** The mapping stays while anything of
+//!   the pool lives in this process: the [`SegmentPool`], a [`Writer`],
+//!   [`Reader`], [`Unit`] or [`UnitWriter`] of it. Keep one of them beside
+//!   the address (the unit itself, typically) and the address stays valid
+//!   memory, whatever happens to the unit.
+//! - **A received unit's bytes** ([`Unit::len`] of them) are the committed
+//!   unit's, and no writer the protocol knows of is handed the segment until
+//!   the last clone or view of the unit drops. Read them while you hold one.
+//!   They are this process's while it does: writing them is allowed, as
+//!   with any buffer its threads share, as long as no Rust reference to them
+//!   ([`Unit::as_bytes`], [`Unit::read_binary`], deref of any clone) is alive
+//!   meanwhile and no other thread reads or writes them at the same time.
+//!   After the last view drops, the address names another unit's bytes:
+//!   neither read nor write it.
+//! - **A unit being written** is its [`UnitWriter`]'s alone until
+//!   [`commit_unit`](UnitWriter::commit_unit) or an abort (which dropping
+//!   is): write the ranges that [`UnitWriter::advance`] (or `write_binary`,
+//!   `reserve`) returned an offset for, at the address plus that offset, and
+//!   nothing past [`UnitWriter::capacity`]. Once the unit is committed, its
+//!   bytes are the reader's and then another unit's: the address is still
+//!   mapped, but write nothing more through it.
+//! - **After `fork`** a unit or unit writer inherited by the child stays
+//!   the parent's: the child must not write its bytes (`advance` refuses
+//!   there).
+//! - A peer that breaks the protocol can still write any byte of the pool:
+//!   see the trust boundary below.
+//!
 //! # Trust boundary
 //! The other process may be buggy or hostile. Nothing read from the control
 //! page (a segment index, a length, a ticket, a header field) is used

@@ -3,11 +3,13 @@
 use crate::error::{Error, Result};
 use crate::handle::{ENV_VAR, PoolHandle};
 use crate::layout::Layout;
-use crate::mapping::unlink_name;
+use crate::mapping::{peek_header, unlink_name};
 use crate::protocol::{ParticipantView, Recovered, Stats};
 use crate::reader::Reader;
 use crate::region::Region;
 use crate::writer::Writer;
+use rustix::fs::{FileType, SealFlags};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -300,8 +302,10 @@ impl SegmentPool {
     }
 
     /// Where segment `seg` lives in this process's mapping, and its usable
-    /// length, for bindings that hand out a raw view of a whole segment
-    /// (SPDL's test suite proves zero-copy by writing through one).
+    /// length: a debugging aid, for a tool that looks at a whole segment
+    /// whatever its state (SPDL's test suite proves zero-copy by writing
+    /// through one). A unit's and a loan's bytes have their own documented
+    /// access ([raw access](crate#raw-access)), which bindings use.
     /// [`Error::OutOfBounds`] for `seg >= count`.
     ///
     /// The pointer is valid while this pool (or any writer, reader or unit
@@ -340,6 +344,68 @@ impl SegmentPool {
             Some(name) => unlink_name(name),
             None => Ok(()),
         }
+    }
+}
+
+/// The pool's memfd (or named shm object), borrowed for as long as the pool
+/// lives: to pass it to another process (`SCM_RIGHTS`, a
+/// `multiprocessing` start), which makes a [`PoolHandle`] of its copy with
+/// [`PoolHandle::from_fd`].
+impl AsFd for SegmentPool {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.region.fd()
+    }
+}
+
+// Here rather than in `handle.rs`: it validates the object through
+// `region`, which itself depends on `handle`.
+impl PoolHandle {
+    /// The handle of the pool in the memfd `fd` (one that a process got
+    /// from another through `SCM_RIGHTS`, inheritance, or
+    /// `/proc/PID/fd/N`), with `acquire_timeout` for the writers of a pool
+    /// attached through it. The handle owns `fd` (and its clones share it):
+    /// it stays open until the last of them drops, so
+    /// [`SegmentPool::attach`] can use it any time before; the attached pool
+    /// opens the memfd again and needs no handle after.
+    ///
+    /// Errors, before anything is mapped read-write:
+    /// - [`Error::BadHandle`] if `fd` is not a sealed memfd (a pipe, a
+    ///   socket, a directory, a plain file, or a named pool's shm object:
+    ///   attach to those by name);
+    /// - [`Error::Incompatible`] if it is a sealed memfd that holds no
+    ///   segpool pool (too short, or no segpool magic), or a pool of
+    ///   another layout version or page size;
+    /// - [`Error::Corrupt`] if the pool's header disagrees with itself or
+    ///   with the memfd's size;
+    /// - [`Error::Io`] if the kernel refuses to describe or map it.
+    pub fn from_fd(fd: OwnedFd, acquire_timeout: Duration) -> Result<PoolHandle> {
+        let n = fd.as_raw_fd();
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io("fstat (pool fd)", e))?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(Error::BadHandle(format!(
+                "fd {n} is a {kind:?}, not a memfd: pass the descriptor of a segpool pool's memfd"
+            )));
+        }
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap_or(SealFlags::empty());
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+            return Err(Error::BadHandle(format!(
+                "fd {n} is not a sealed memfd (seals {seals:?}), so not a segpool pool's: pass \
+                 the descriptor of a segpool pool's memfd (a named pool attaches by name)"
+            )));
+        }
+        let size = usize::try_from(stat.st_size).unwrap_or(0);
+        if size < core::mem::size_of::<crate::layout::Header>() {
+            return Err(Error::Incompatible(format!(
+                "fd {n} holds {size} bytes, fewer than a segpool pool's header: not a segpool pool"
+            )));
+        }
+        let layout = peek_header(&fd, size)?.layout;
+        Ok(PoolHandle::owning(
+            fd,
+            layout.total_len as u64,
+            acquire_timeout,
+        ))
     }
 }
 

@@ -356,16 +356,37 @@ impl Unit {
     /// The bytes of this view.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        let ptr = self.region.segment_ptr(self.taken.seg);
-        // SAFETY: `taken.seg < count` and `taken.len <= segment_size` were
-        // checked by the protocol when the unit was taken, and every view
-        // satisfies `start + len <= taken.len`, so the range lies inside the
-        // segment, inside the mapping that `self.region` keeps alive. The
-        // segment is HELD at our epoch until the last unit over it drops
-        // (the region's holder count for it is at least 1), so no writer this
-        // protocol knows of is handed it (see the module docs for peers
-        // that break the protocol).
-        unsafe { std::slice::from_raw_parts(ptr.add(self.start), self.len) }
+        // SAFETY: `as_ptr` points at `len` bytes of the segment, inside the
+        // mapping that `self.region` keeps alive. The segment is HELD at our
+        // epoch until the last unit over it drops (the region's holder count
+        // for it is at least 1), so no writer this protocol knows of is
+        // handed it (see the module docs for peers that break the protocol),
+        // and this crate never writes a received unit.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
+    }
+
+    /// The address of this view's first byte in this process's mapping:
+    /// [`len`](Self::len) bytes, to read for as long as this view (or any
+    /// clone or view of the unit) lives. For bindings that hand the bytes to
+    /// another runtime without a copy; what the address promises is the
+    /// crate's one [raw access](crate#raw-access) contract.
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.as_mut_ptr().cast_const()
+    }
+
+    /// [`as_ptr`](Self::as_ptr), writable: the received bytes are this
+    /// process's until the last view of them drops, and a binding whose
+    /// runtime hands out writable buffers (a Python memoryview) may let it
+    /// write them, as the [raw access](crate#raw-access) contract says.
+    #[inline]
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        // `taken.seg < count` and `taken.len <= segment_size` were checked
+        // by the protocol when the unit was taken, and every view has
+        // `start + len <= taken.len`: the address is inside the segment.
+        self.region
+            .segment_ptr(self.taken.seg)
+            .wrapping_add(self.start)
     }
 
     /// Bytes in this view.

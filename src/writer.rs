@@ -165,18 +165,31 @@ impl UnitWriter {
         self.region.layout().segment_size
     }
 
+    /// The address of the unit's first byte (offset 0, where the segment
+    /// starts) in this process's mapping: [`capacity`](Self::capacity)
+    /// bytes. Every offset that [`write_binary`](Self::write_binary),
+    /// [`reserve`](Self::reserve) and [`advance`](Self::advance) return is
+    /// relative to it. For bindings that let another runtime fill the unit
+    /// in place: claim the bytes with `advance` (which moves the cursor and
+    /// lends no slice), then write them at this address plus the offset it
+    /// returned, until the unit is committed or aborted. What the address
+    /// promises is the crate's one [raw access](crate#raw-access) contract.
+    #[inline]
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.region.segment_ptr(self.lease().seg)
+    }
+
     /// The whole segment, writable. Only this unit can see it until commit.
     fn range_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
-        let seg = self.lease().seg;
         assert!(
             offset
                 .checked_add(len)
                 .is_some_and(|end| end <= self.capacity()),
             "range checked by claim_range / spare_mut"
         );
-        let ptr = self.region.segment_ptr(seg);
+        let ptr = self.as_mut_ptr();
         // SAFETY: `offset + len <= segment_size` (asserted), so the range is
-        // inside segment `seg`, inside the mapping that `self.region` keeps
+        // inside our segment, inside the mapping that `self.region` keeps
         // alive. Our lease owns the segment exclusively (our descriptor CAS
         // made it WRITING under our name at our epoch): no other writer is
         // handed it and no reader can take it before commit. `&mut self`

@@ -17,9 +17,10 @@
 //!   memoryview, `np.frombuffer` arrays and `torch.frombuffer` tensors all hold
 //!   the exporter, so the keeper drops, and a received unit's segment goes
 //!   back to the pool, when Python collects the last of them, in any order.
+//!
+//! This module knows nothing of pools, units or writers: the modules that
+//! export bytes bring their own owner, which a [`Keeper`] holds unnamed.
 
-use crate::pool::{Attached, Held};
-use crate::writer::Lease;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -27,7 +28,6 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::sync::Arc;
 
 /// `Py_buffer`, as CPython has laid it out since 3.3.
 #[repr(C)]
@@ -131,16 +131,15 @@ impl Drop for Source {
     }
 }
 
-/// What keeps the bytes a `SegmentBuffer` exports valid.
-#[expect(dead_code, reason = "each field is held only for its Drop")]
-pub(crate) enum Keeper {
-    /// A received unit (a view of one binary): its segment stays HELD, and
-    /// goes back to the pool when the last keeper of it drops.
-    Unit(Held),
-    /// A range `reserve` lent out of a unit still being written.
-    Loan(Arc<Lease>),
-    /// The whole mapping (`pool._segment(i)`): no claim on any segment.
-    Mapping(Arc<Attached>),
+/// What keeps the bytes a `SegmentBuffer` exports valid: any owner whose
+/// life holds them (a received unit, a loan, the pool's attachment), held
+/// for its `Drop` alone, which runs when Python collects the exporter.
+pub(crate) struct Keeper(#[expect(dead_code, reason = "held only for its Drop")] Box<dyn Send>);
+
+impl Keeper {
+    pub(crate) fn new(owner: impl Send + 'static) -> Keeper {
+        Keeper(Box::new(owner))
+    }
 }
 
 /// The exporter's object layout: a Python object header, then Rust fields.
@@ -234,7 +233,9 @@ pub(crate) fn init_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
 ///
 /// # Safety
 /// `buf..buf+len` must be valid for reads and writes for as long as `keeper`
-/// is alive, and writing them must race with nothing the protocol knows of.
+/// is alive, and writing them must race with nothing the protocol knows of
+/// (for a unit's or a loan's bytes, the crate's "Raw access" contract says
+/// when that holds).
 pub(crate) unsafe fn memoryview<'py>(
     py: Python<'py>,
     keeper: Keeper,

@@ -4,6 +4,7 @@
 //! and translates (arguments in, errors out, GIL released around blocking
 //! waits and large copies). Every protocol decision is the crate's.
 
+mod attach;
 mod buffer;
 mod cell;
 mod errors;

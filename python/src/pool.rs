@@ -1,73 +1,21 @@
 //! `Pool`: the native half of `segpool.SharedMemorySegmentPool`.
 //!
-//! It owns this process's attachment to the pool ([`Attached`]). A process
-//! forked from the one that made the attachment does not use it: on first
-//! use there, the pool attaches again through the memfd the child inherited
-//! (same fd number), so the child's writers are recorded as the child's.
-//! The attachment sits in a [`GilCell`], not a lock, so a thread busy with
-//! the pool when another one forks cannot leave the child stuck.
+//! It holds the [`Link`] its writers and readers share: this process's
+//! attachment, which `Link::attached` makes again after a fork.
 
+use crate::attach::{Attached, Link};
 use crate::buffer::{Keeper, memoryview};
-use crate::cell::GilCell;
-use crate::errors::{closed, size_arg, to_py};
+use crate::errors::{size_arg, to_py};
 use crate::reader::Reader;
 use crate::writer::Writer;
 use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use segpool::{Error, PoolHandle, SegmentPool, Unit};
+use segpool::{Error, PoolHandle, SegmentPool};
 use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// One process's attachment to the pool.
-pub(crate) struct Attached {
-    pub(crate) pool: SegmentPool,
-    /// The one crate reader of this attachment: every Python `Reader` of it
-    /// shares its set of units taken on the way to another unit's id.
-    pub(crate) reader: segpool::Reader,
-}
-
-impl Attached {
-    fn new(pool: SegmentPool) -> Arc<Attached> {
-        // Interruptible: a blocked `Reader.recv` returns on a signal, runs
-        // the handlers and waits again (`recv_id` never waits).
-        let reader = pool.open_reader().interruptible(true);
-        Arc::new(Attached { pool, reader })
-    }
-
-    /// Whether this process inherited the attachment through `fork`: then
-    /// the crate makes everything made through it inert (its units and
-    /// unit writers free nothing when dropped) and this process attaches
-    /// again.
-    pub(crate) fn is_inherited(&self) -> bool {
-        self.pool.is_inherited()
-    }
-}
-
-/// A received unit (or a view of one) with the attachment it came through.
-/// Dropping it releases the segment (the crate keeps a unit inherited
-/// through fork from releasing anything).
-pub(crate) struct Held {
-    pub(crate) unit: Unit,
-    pub(crate) attached: Arc<Attached>,
-}
-
-impl Held {
-    pub(crate) fn new(unit: Unit, attached: Arc<Attached>) -> Held {
-        Held { unit, attached }
-    }
-}
-
-/// The fd number in a memfd handle's text (`segpool/1 fd=7 len=...`).
-fn handle_fd(handle: &PoolHandle) -> PyResult<i32> {
-    handle
-        .to_string()
-        .split(' ')
-        .find_map(|w| w.strip_prefix("fd="))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| PyRuntimeError::new_err(format!("pool handle {handle} names no fd")))
-}
 
 /// Seconds (Python float) as a `Duration`, refusing what is not a timeout.
 /// Infinity (and anything too long for a `Duration`) waits forever.
@@ -106,67 +54,19 @@ fn creation_error(e: Error, segment_size: usize, count: usize) -> PyErr {
 /// pickling.
 #[pyclass(module = "segpool._segpool", frozen)]
 pub struct Pool {
-    /// `None` once closed.
-    state: GilCell<Option<Arc<Attached>>>,
-    segment_size: usize,
-    count: usize,
-    acquire_timeout: f64,
+    link: Arc<Link>,
 }
 
 impl Pool {
-    fn with_attached(attached: Arc<Attached>, acquire_timeout: f64) -> Pool {
+    fn new_attached(attached: Arc<Attached>, acquire_timeout: f64) -> Pool {
         Pool {
-            segment_size: attached.pool.segment_size(),
-            count: attached.pool.count(),
-            state: GilCell::new(Some(attached)),
-            acquire_timeout,
+            link: Link::new(attached, acquire_timeout),
         }
     }
 
-    /// This process's attachment: attaches again first if this process was
-    /// forked from the one holding the current attachment. `what` names the
-    /// call for the error on a closed pool.
-    pub(crate) fn attached(&self, py: Python<'_>, what: &str) -> PyResult<Arc<Attached>> {
-        let current = self.state.get(py).ok_or_else(|| closed(what))?;
-        if !current.is_inherited() {
-            return Ok(current);
-        }
-        // The child inherited the memfd under the same number: attach again
-        // through it, without the GIL (it maps the pool). The inherited
-        // attachment stays alive for units and views still holding it,
-        // which are inert here.
-        let handle = current.pool.handle();
-        let fresh = Attached::new(py.detach(|| SegmentPool::attach(&handle)).map_err(to_py)?);
-        // Another thread may have attached (or closed) meanwhile: the first
-        // attachment stored wins, and the others are dropped outside.
-        let (kept, spare) = self.state.with(py, |state| match state {
-            Some(now) if Arc::ptr_eq(now, &current) => {
-                let old = state.replace(fresh.clone());
-                (Some(fresh), old)
-            }
-            Some(now) if !now.is_inherited() => (Some(now.clone()), Some(fresh)),
-            _ => (None, Some(fresh)),
-        });
-        drop(spare);
-        kept.ok_or_else(|| closed(what))
-    }
-
-    /// Whether `close()` was called in this process.
-    pub(crate) fn is_closed(&self, py: Python<'_>) -> bool {
-        self.state.with(py, |s| s.is_none())
-    }
-
-    /// The configured timeout.
-    pub(crate) fn acquire_timeout(&self) -> f64 {
-        self.acquire_timeout
-    }
-
-    /// How the pool shows in the reprs of its endpoints.
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "SharedMemorySegmentPool(segment_size={}, count={})",
-            self.segment_size, self.count
-        )
+    /// This process's attachment (see [`Link::attached`]).
+    fn attached(&self, py: Python<'_>, what: &str) -> PyResult<Arc<Attached>> {
+        self.link.attached(py, what)
     }
 }
 
@@ -203,7 +103,7 @@ impl Pool {
         let pool = py
             .detach(|| builder.build())
             .map_err(|e| creation_error(e, segment_size, count))?;
-        Ok(Pool::with_attached(Attached::new(pool), acquire_timeout))
+        Ok(Pool::new_attached(Attached::new(pool), acquire_timeout))
     }
 
     /// Attaches to a pool through `fd`, a descriptor of its memfd that this
@@ -219,11 +119,32 @@ impl Pool {
         total_len: u64,
     ) -> PyResult<Pool> {
         let timeout = timeout_from_secs(acquire_timeout)?;
-        let text = format!(
-            "segpool/1 fd={fd} len={total_len} timeout_ms={}",
-            timeout.as_millis().min(u128::from(u64::MAX))
-        );
-        let handle: PoolHandle = text.parse().map_err(to_py)?;
+        if fd < 0 {
+            return Err(PyValueError::new_err(format!(
+                "fd must be an open file descriptor (>= 0), got {fd}"
+            )));
+        }
+        // SAFETY: `fd` is open for the whole call: the package's loader
+        // (`_attached` in segpool/__init__.py) opened it and closes it only
+        // after this returns. The borrow is only duplicated, at once (the
+        // copy is what the handle owns); a number that is not open there
+        // (a hand-made call of this private method) fails that `dup` with
+        // EBADF, and a wrong open file fails `from_fd`'s checks.
+        let own = unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|e| {
+                to_py(Error::Io {
+                    op: "dup (pool fd)",
+                    source: e,
+                })
+            })?;
+        let handle = PoolHandle::from_fd(own, timeout).map_err(to_py)?;
+        if handle.len() != total_len {
+            return Err(PyRuntimeError::new_err(format!(
+                "fd {fd} holds a pool of {} bytes, not {total_len}",
+                handle.len()
+            )));
+        }
         let pool = py.detach(|| SegmentPool::attach(&handle)).map_err(to_py)?;
         if (pool.segment_size(), pool.count()) != (segment_size, count) {
             return Err(PyRuntimeError::new_err(format!(
@@ -232,12 +153,12 @@ impl Pool {
                 pool.segment_size()
             )));
         }
-        Ok(Pool::with_attached(Attached::new(pool), acquire_timeout))
+        Ok(Pool::new_attached(Attached::new(pool), acquire_timeout))
     }
 
     /// The memfd's descriptor number in this process (for pickling).
     fn _fd(&self, py: Python<'_>) -> PyResult<i32> {
-        handle_fd(&self.attached(py, "pickling")?.pool.handle())
+        Ok(self.attached(py, "pickling")?.pool.as_fd().as_raw_fd())
     }
 
     /// Bytes of the whole shared object (the handle's `len`).
@@ -248,17 +169,17 @@ impl Pool {
 
     #[getter]
     fn segment_size(&self) -> usize {
-        self.segment_size
+        self.link.segment_size()
     }
 
     #[getter]
     fn count(&self) -> usize {
-        self.count
+        self.link.count()
     }
 
     #[getter(acquire_timeout)]
     fn get_acquire_timeout(&self) -> f64 {
-        self.acquire_timeout
+        self.link.acquire_timeout()
     }
 
     #[getter]
@@ -278,7 +199,7 @@ impl Pool {
 
     #[getter]
     fn closed(&self, py: Python<'_>) -> bool {
-        self.is_closed(py)
+        self.link.is_closed(py)
     }
 
     #[getter]
@@ -303,7 +224,7 @@ impl Pool {
     }
 
     fn shutdown_arena(&self, py: Python<'_>) -> PyResult<()> {
-        if self.is_closed(py) {
+        if self.link.is_closed(py) {
             return Ok(());
         }
         self.attached(py, "shutdown_arena()")?.pool.shutdown_arena();
@@ -313,38 +234,41 @@ impl Pool {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.shutdown_arena(py)?;
         // Views, writers and readers still alive keep the mapping.
-        drop(self.state.replace(py, None));
+        drop(self.link.close(py));
         Ok(())
     }
 
     fn unlink(&self, py: Python<'_>) -> PyResult<()> {
         // A memfd has no name: nothing to remove. Kept for named pools.
-        match self.state.get(py) {
+        match self.link.current(py) {
             Some(a) => a.pool.unlink().map_err(to_py),
             None => Ok(()),
         }
     }
 
-    fn open_writer(slf: &Bound<'_, Self>) -> PyResult<Writer> {
-        Writer::new(slf)
+    fn open_writer(&self, py: Python<'_>) -> PyResult<Writer> {
+        Writer::new(py, self.link.clone())
     }
 
-    fn open_reader(slf: &Bound<'_, Self>) -> PyResult<Reader> {
-        Reader::new(slf)
+    fn open_reader(&self, py: Python<'_>) -> PyResult<Reader> {
+        Reader::new(py, self.link.clone())
     }
 
-    /// A writable memoryview over the whole of segment `index`.
+    /// A writable memoryview over the whole of segment `index`: a test and
+    /// debugging hook (`SharedMemorySegmentPool._segment`), outside the
+    /// protocol, so it uses the crate's debugging aid, `segment_raw`, and
+    /// nothing else here does.
     fn _segment<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
         let attached = self.attached(py, "_segment()")?;
         let (ptr, len) = attached.pool.segment_raw(index).map_err(|_| {
             PyIndexError::new_err(format!(
                 "segment index {index} out of range: the pool has {} segments",
-                self.count
+                self.link.count()
             ))
         })?;
         // SAFETY: the segment lies inside the mapping, which the keeper's
         // `Arc<Attached>` keeps mapped. Writing it is outside the protocol:
         // this is a test and debugging hook, documented as such.
-        unsafe { memoryview(py, Keeper::Mapping(attached), ptr.as_ptr(), len) }
+        unsafe { memoryview(py, Keeper::new(attached), ptr.as_ptr(), len) }
     }
 }

@@ -6,16 +6,26 @@
 //! units were committed and envelopes arrived in, from any number of
 //! writers; anything that does not add up raises `ArenaDesyncError`.
 
+use crate::attach::{Attached, Link};
 use crate::buffer::{Keeper, memoryview};
 use crate::cell::GilCell;
 use crate::errors::{ArenaDesyncError, size_arg, to_py};
-use crate::pool::{Attached, Held, Pool};
 use crate::token;
 use pyo3::exceptions::{PyTimeoutError, PyTypeError};
 use pyo3::prelude::*;
-use segpool::{Error, UnitId};
+use segpool::{Error, Unit, UnitId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A received unit with the attachment it came through (which says whether
+/// this process inherited it through fork). Dropping it releases the
+/// segment (the crate keeps a unit inherited through fork from releasing
+/// anything).
+#[derive(Clone)]
+struct Held {
+    unit: Unit,
+    attached: Arc<Attached>,
+}
 
 /// The unit of the envelope being restored.
 struct Current {
@@ -23,28 +33,40 @@ struct Current {
     held: Held,
 }
 
+/// A writable memoryview of `unit`'s bytes, which keeps the unit (so its
+/// segment stays HELD, and the mapping mapped) until Python collects the
+/// last view derived from it.
+fn unit_view<'py>(py: Python<'py>, unit: Unit) -> PyResult<Bound<'py, PyAny>> {
+    let (ptr, len) = (unit.as_mut_ptr(), unit.len());
+    // SAFETY: the crate's "Raw access" contract: `len` bytes at `ptr` are
+    // the received unit's, mapped and handed to no writer while the unit
+    // the keeper owns lives; they are this process's to read and write
+    // meanwhile, and no Rust reference to them is made in this binding.
+    unsafe { memoryview(py, Keeper::new(unit), ptr, len) }
+}
+
 /// Reader endpoint: hands out zero-copy views of each unit's binaries.
 #[pyclass(module = "segpool", frozen)]
 pub struct Reader {
-    pool: Py<Pool>,
+    link: Arc<Link>,
     /// Changed only with the GIL held (see [`GilCell`]).
     current: GilCell<Option<Current>>,
 }
 
 impl Reader {
-    pub(crate) fn new(pool: &Bound<'_, Pool>) -> PyResult<Reader> {
-        pool.get().attached(pool.py(), "open_reader()")?;
+    pub(crate) fn new(py: Python<'_>, link: Arc<Link>) -> PyResult<Reader> {
+        link.attached(py, "open_reader()")?;
         Ok(Reader {
-            pool: pool.clone().unbind(),
+            link,
             current: GilCell::new(None),
         })
     }
 
     /// The unit named `id` out of the pool, via this process's attachment.
     fn take(&self, py: Python<'_>, id: UnitId, what: &str) -> PyResult<Held> {
-        let attached: Arc<Attached> = self.pool.get().attached(py, what)?;
+        let attached = self.link.attached(py, what)?;
         match attached.reader.recv_id(id).map_err(to_py)? {
-            Some(unit) => Ok(Held::new(unit, attached)),
+            Some(unit) => Ok(Held { unit, attached }),
             None => Err(ArenaDesyncError::new_err(format!(
                 "{what}: the pool has no committed unit {:#x} for this envelope: it was already \
                  ended (an envelope restored twice?), it belongs to another pool, or another \
@@ -87,10 +109,9 @@ impl Reader {
             }
         }
         // The unit stays in the cell; a clone of its handle serves `f`.
-        let held = self.current.with(py, |c| {
-            c.as_ref()
-                .map(|cur| Held::new(cur.held.unit.clone(), cur.held.attached.clone()))
-        });
+        let held = self
+            .current
+            .with(py, |c| c.as_ref().map(|cur| cur.held.clone()));
         f(&held.expect("set above"))
     }
 }
@@ -131,20 +152,7 @@ impl Reader {
                     held.unit.len()
                 ))
             })?;
-            let (base, _) = held
-                .attached
-                .pool
-                .segment_raw(view.segment())
-                .map_err(to_py)?;
-            // SAFETY: a received unit starts at offset 0 of its segment and
-            // `view` checked `offset + nbytes <= len <= segment_size`, so the
-            // range lies inside the segment.
-            let ptr = unsafe { base.as_ptr().add(offset) };
-            let keeper = Keeper::Unit(Held::new(view, held.attached.clone()));
-            // SAFETY: the keeper holds a view of the unit, so the segment
-            // stays HELD (no writer is handed it) and mapped while the
-            // memoryview lives.
-            unsafe { memoryview(py, keeper, ptr, nbytes) }
+            unit_view(py, view)
         })
     }
 
@@ -172,18 +180,11 @@ impl Reader {
         // the view's address). Each anchor gets a keeper of the unit that a
         // `weakref.finalize` lets go of when the anchor is collected.
         let finalize = py.import("weakref")?.getattr("finalize")?;
-        let (base, _) = held
-            .attached
-            .pool
-            .segment_raw(held.unit.segment())
-            .map_err(to_py)?;
         for (i, anchor) in pinned.try_iter()?.enumerate() {
             let anchor = anchor?;
-            let keeper = Keeper::Unit(Held::new(held.unit.clone(), held.attached.clone()));
-            // SAFETY: a zero-length view at the segment's start, which the
-            // keeper keeps HELD and mapped; nothing is read or written
-            // through it.
-            let token = unsafe { memoryview(py, keeper, base.as_ptr(), 0)? };
+            // A zero-length view that keeps the unit: nothing is read or
+            // written through it.
+            let token = unit_view(py, held.unit.view(0, 0).map_err(to_py)?)?;
             finalize
                 .call1((&anchor, token.getattr("release")?))
                 .map_err(|e| {
@@ -215,7 +216,7 @@ impl Reader {
     /// the memoryview (slices, arrays, tensors) is collected.
     #[pyo3(signature = (timeout = None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let attached: Arc<Attached> = self.pool.get().attached(py, "recv()")?;
+        let attached = self.link.attached(py, "recv()")?;
         let deadline = match timeout {
             Some(t) if t.is_nan() || t < 0.0 => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -249,17 +250,11 @@ impl Reader {
                 Err(e) => return Err(to_py(e)),
             }
         };
-        let (base, _) = attached.pool.segment_raw(unit.segment()).map_err(to_py)?;
-        let len = unit.len();
-        let keeper = Keeper::Unit(Held::new(unit, attached.clone()));
-        // SAFETY: a received unit starts at offset 0 of its segment and
-        // spans `len <= segment_size` bytes; the keeper holds the unit, so
-        // the segment stays HELD and mapped while the memoryview lives.
-        unsafe { memoryview(py, keeper, base.as_ptr(), len) }
+        unit_view(py, unit)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let pool = self.pool.get().describe();
+        let pool = self.link.describe();
         let open = self
             .current
             .with(py, |c| c.as_ref().map(|cur| (cur.id, cur.held.unit.len())));

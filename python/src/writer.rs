@@ -1,9 +1,9 @@
 //! `Writer`: the producer endpoint SPDL's worker writes through.
 
+use crate::attach::{Attached, Link};
 use crate::buffer::{Keeper, Source, memoryview};
 use crate::cell::GilCell;
 use crate::errors::{closed, size_arg, timeout, to_py};
-use crate::pool::{Attached, Pool};
 use crate::token;
 use pyo3::exceptions::{PyBufferError, PyRuntimeError};
 use pyo3::prelude::*;
@@ -16,7 +16,7 @@ const DETACHED_COPY: usize = 256 << 10;
 
 /// The unit being written, shared with the loans `reserve` handed out: it is
 /// aborted when the writer and every loan let go of it without a commit.
-pub(crate) struct Lease {
+struct Lease {
     unit: GilCell<Option<UnitWriter>>,
     id: UnitId,
     attached: Arc<Attached>,
@@ -49,7 +49,6 @@ struct Busy {
 /// The writer's state, changed only with the GIL held (see [`GilCell`]).
 #[derive(Default)]
 struct State {
-    endpoint: Option<(Arc<Attached>, segpool::Writer)>,
     unit: Option<Arc<Lease>>,
     /// Set while a call runs (some of them without the GIL).
     busy: Option<Busy>,
@@ -59,7 +58,7 @@ struct State {
 /// publishes them. Use it from one thread at a time.
 #[pyclass(module = "segpool", frozen)]
 pub struct Writer {
-    pool: Py<Pool>,
+    link: Arc<Link>,
     state: GilCell<State>,
 }
 
@@ -76,15 +75,11 @@ impl Drop for Call<'_, '_> {
 }
 
 impl Writer {
-    pub(crate) fn new(pool: &Bound<'_, Pool>) -> PyResult<Writer> {
-        let attached = pool.get().attached(pool.py(), "open_writer()")?;
-        let writer = attached.pool.open_writer().interruptible(true).spin(false);
+    pub(crate) fn new(py: Python<'_>, link: Arc<Link>) -> PyResult<Writer> {
+        link.attached(py, "open_writer()")?;
         Ok(Writer {
-            pool: pool.clone().unbind(),
-            state: GilCell::new(State {
-                endpoint: Some((attached, writer)),
-                ..State::default()
-            }),
+            link,
+            state: GilCell::new(State::default()),
         })
     }
 
@@ -115,27 +110,12 @@ impl Writer {
         Ok(Call { writer: self, py })
     }
 
-    /// The pool, refusing if it was closed in this process.
-    fn open_pool(&self, py: Python<'_>, what: &str) -> PyResult<&Pool> {
-        let pool = self.pool.get();
-        if pool.is_closed(py) {
+    /// Refuses if the pool was closed in this process.
+    fn check_open(&self, py: Python<'_>, what: &str) -> PyResult<()> {
+        if self.link.is_closed(py) {
             return Err(closed(what));
         }
-        Ok(pool)
-    }
-
-    /// The crate writer for this process (a fresh one after a fork).
-    fn endpoint(&self, py: Python<'_>) -> PyResult<(Arc<Attached>, segpool::Writer)> {
-        let current = self.state.with(py, |s| s.endpoint.clone());
-        if let Some((a, w)) = current.filter(|(a, _)| !a.is_inherited()) {
-            return Ok((a, w));
-        }
-        let attached = self.pool.get().attached(py, "begin_unit()")?;
-        let writer = attached.pool.open_writer().interruptible(true).spin(false);
-        let fresh = (attached, writer);
-        let old = self.state.with(py, |s| s.endpoint.replace(fresh.clone()));
-        drop(old);
-        Ok(fresh)
+        Ok(())
     }
 
     /// The open unit; `RuntimeError` outside one.
@@ -152,16 +132,13 @@ impl Writer {
     /// the address of those bytes in this process.
     fn claim(&self, py: Python<'_>, lease: &Lease, nbytes: usize) -> PyResult<(usize, *mut u8)> {
         // `advance` moves the unit's cursor past the bytes without lending
-        // them as a slice: the copy and the loans use raw pointers only.
-        let (offset, seg) = lease.with(py, |unit| {
+        // them as a slice: the copy and the loans use the unit's address
+        // (the crate's raw access contract, "Raw access" in its docs).
+        lease.with(py, |unit| {
             let offset = unit.advance(nbytes).map_err(to_py)?;
-            Ok::<_, PyErr>((offset, unit.segment()))
-        })?;
-        let (base, _) = lease.attached.pool.segment_raw(seg).map_err(to_py)?;
-        // SAFETY: the crate just reserved `offset..offset + nbytes` inside
-        // the segment (`offset + nbytes <= segment_size`), so the address is
-        // inside segment `seg` of the mapping `lease.attached` keeps alive.
-        Ok((offset, unsafe { base.as_ptr().add(offset) }))
+            // In bounds: `advance` checked `offset + nbytes <= capacity`.
+            Ok((offset, unit.as_mut_ptr().wrapping_add(offset)))
+        })
     }
 }
 
@@ -207,26 +184,27 @@ impl Writer {
     /// (GIL released; Ctrl-C interrupts). `BufferError` if none can be had.
     fn begin_unit(&self, py: Python<'_>) -> PyResult<()> {
         let _call = self.enter(py, "begin_unit()")?;
-        let pool = self.open_pool(py, "begin_unit()")?;
+        self.check_open(py, "begin_unit()")?;
         if self.state.with(py, |s| s.unit.is_some()) {
             return Err(PyRuntimeError::new_err(
                 "begin_unit() while a unit is open: call commit_unit() or abort_unit() first",
             ));
         }
-        let (attached, writer) = self.endpoint(py)?;
-        let secs = pool.acquire_timeout();
+        let attached = self.link.attached(py, "begin_unit()")?;
+        let writer = &attached.writer;
+        let secs = self.link.acquire_timeout();
         let unit = if secs == 0.0 {
             writer.begin_unit_timeout(Duration::ZERO).map_err(to_py)?
         } else {
             match writer.try_begin_unit().map_err(to_py)? {
                 Some(unit) => unit,
-                None => wait_for_segment(py, &writer, secs)?,
+                None => wait_for_segment(py, writer, secs)?,
             }
         };
         let lease = Arc::new(Lease {
             id: unit.id(),
             unit: GilCell::new(Some(unit)),
-            attached,
+            attached: attached.clone(),
         });
         self.state.with(py, |s| s.unit = Some(lease));
         Ok(())
@@ -237,7 +215,7 @@ impl Writer {
     /// an opaque token that names the unit.
     fn write_binary(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<(u128, usize)> {
         let _call = self.enter(py, "write_binary()")?;
-        self.open_pool(py, "write_binary()")?;
+        self.check_open(py, "write_binary()")?;
         let lease = self.lease(py, "write_binary()")?;
         let src = Source::new(data)?;
         let n = src.len();
@@ -247,9 +225,9 @@ impl Writer {
             let (from, to) = (from, to);
             // SAFETY: `from` points at `n` readable bytes, exported by `src`
             // until it drops after this call; `to` at the `n` bytes the crate
-            // just reserved in this unit's segment, which is this unit's
-            // alone until commit (and `lease`, held here, keeps the unit
-            // open and the mapping alive). Raw pointers only, and a memmove:
+            // just claimed in this unit, which are this unit's alone until
+            // commit, and `lease`, held here, keeps the unit open and the
+            // mapping alive (the crate's "Raw access" contract). Raw pointers only, and a memmove:
             // the source may be a view of this very segment
             // (`pool._segment(i)`), so the two ranges may overlap.
             unsafe { std::ptr::copy(from.0.cast_const(), to.0, n) }
@@ -272,17 +250,18 @@ impl Writer {
         nbytes: &Bound<'py, PyAny>,
     ) -> PyResult<(u128, Bound<'py, PyAny>)> {
         let _call = self.enter(py, "reserve()")?;
-        self.open_pool(py, "reserve()")?;
+        self.check_open(py, "reserve()")?;
         let nbytes = size_arg(nbytes, "nbytes")?;
         let lease = self.lease(py, "reserve()")?;
         let (offset, ptr) = self.claim(py, &lease, nbytes)?;
         let id = lease.id;
-        // SAFETY: `ptr` is the `nbytes` the crate just reserved in this
-        // unit's segment, inside the mapping the lease's attachment keeps
-        // alive; the keeper holds the lease, so the segment stays this
-        // unit's (commit refuses while a loan lives) for as long as the
-        // memoryview can be used.
-        let view = unsafe { memoryview(py, Keeper::Loan(lease), ptr, nbytes)? };
+        // SAFETY: `ptr` is the `nbytes` the crate just claimed in this unit;
+        // the keeper holds the lease, whose unit writer and attachment keep
+        // the mapping alive, and the bytes stay this unit's (commit refuses
+        // while a loan lives, unless the caller promises with `lent=True`
+        // to write no more) for as long as the memoryview can be used: the
+        // crate's "Raw access" contract.
+        let view = unsafe { memoryview(py, Keeper::new(lease), ptr, nbytes)? };
         Ok((token::offset(id, offset), view))
     }
 
@@ -293,7 +272,7 @@ impl Writer {
     #[pyo3(signature = (lent = false))]
     fn commit_unit(&self, py: Python<'_>, lent: bool) -> PyResult<u64> {
         let _call = self.enter(py, "commit_unit()")?;
-        self.open_pool(py, "commit_unit()")?;
+        self.check_open(py, "commit_unit()")?;
         let lease = self.lease(py, "commit_unit()")?;
         let loans = Arc::strong_count(&lease) - 2; // ours and the state's
         if loans > 0 && !lent {
@@ -328,7 +307,7 @@ impl Writer {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let pool = self.pool.get().describe();
+        let pool = self.link.describe();
         let lease = self.state.with(py, |s| s.unit.clone());
         match lease {
             Some(l) => {

@@ -179,11 +179,12 @@ impl Mapping {
         }
     }
 
-    /// The protocol over this mapping: a copy of a few references,
-    /// shortened to `&self`'s lifetime.
+    /// The protocol over this mapping, borrowed (a `Control` is a dozen
+    /// words: the fast paths do not copy it), its lifetime shortened to
+    /// `&self`'s.
     #[inline]
-    pub(crate) fn control(&self) -> Control<'_> {
-        self.ctl
+    pub(crate) fn control(&self) -> &Control<'_> {
+        &self.ctl
     }
 
     /// The pool's geometry (computed locally, never re-read from a peer).

@@ -174,7 +174,7 @@ impl Region {
 
     /// The protocol over this pool's control area.
     #[inline]
-    pub(crate) fn control(&self) -> Control<'_> {
+    pub(crate) fn control(&self) -> &Control<'_> {
         self.mapping.control()
     }
 

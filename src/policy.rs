@@ -5,18 +5,31 @@ use crate::error::Result;
 use crate::protocol::{BeforeSleep, Wait};
 use crate::region::Region;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// How long a blocked call keeps trying (yielding between attempts) before
+/// it sleeps, when its endpoint's last blocked call was short.
+const SPIN_FOR: Duration = Duration::from_micros(50);
+/// A blocked call that ended within this is "short": the next one spins
+/// for `SPIN_FOR`. A longer one (a side that waits for real) makes the next
+/// one sleep at once after the `Backoff`, so a side asleep for seconds pays
+/// the extra spin at most once.
+const SHORT: Duration = Duration::from_micros(200);
 
 /// A liveness check run while a call is blocked: its error ends the wait.
 pub type Probe = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
-/// An endpoint's waiting settings.
-#[derive(Clone)]
+/// An endpoint's waiting settings, and how long its last blocked call
+/// took (adaptive spinning, as an adaptive mutex does).
 pub(crate) struct WaitPolicy {
     probe: Option<Probe>,
     probe_every: Duration,
     spin: bool,
     interruptible: bool,
+    /// Nanoseconds the last blocked call of this endpoint took (saturated).
+    /// Relaxed: a hint, this endpoint's alone.
+    last_blocked_ns: AtomicU64,
 }
 
 impl Default for WaitPolicy {
@@ -26,6 +39,19 @@ impl Default for WaitPolicy {
             probe_every: Duration::MAX,
             spin: true,
             interruptible: false,
+            last_blocked_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Clone for WaitPolicy {
+    fn clone(&self) -> Self {
+        WaitPolicy {
+            probe: self.probe.clone(),
+            probe_every: self.probe_every,
+            spin: self.spin,
+            interruptible: self.interruptible,
+            last_blocked_ns: AtomicU64::new(self.last_blocked_ns.load(Ordering::Relaxed)),
         }
     }
 }
@@ -65,8 +91,18 @@ impl WaitPolicy {
         let mut wait = Wait::timeout(timeout);
         wait.before_sleep = Some(before_sleep);
         wait.spin = self.spin;
+        let last = Duration::from_nanos(self.last_blocked_ns.load(Ordering::Relaxed));
+        if last <= SHORT {
+            wait.spin_for = SPIN_FOR;
+        }
         wait.interruptible = self.interruptible;
         wait
+    }
+
+    /// Records how long a blocked call took (see `SPIN_FOR`).
+    pub(crate) fn blocked_for(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.last_blocked_ns.store(ns, Ordering::Relaxed);
     }
 
     /// What a blocked endpoint runs before each sleep: the region's death

@@ -217,7 +217,8 @@ impl Reader {
             return Ok(self.unit(taken));
         }
         let _sleeping = self.region.sleeping();
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let blocked_at = Instant::now();
+        let deadline = timeout.and_then(|t| blocked_at.checked_add(t));
         // Set when a sleep ended because a clone stashed units (`recv_id`).
         let stashed = AtomicBool::new(false);
         let before_sleep = || {
@@ -231,7 +232,10 @@ impl Reader {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             match ctl.take(me, &self.policy.wait(left, &before_sleep)) {
-                Ok(taken) => return Ok(self.unit(taken)),
+                Ok(taken) => {
+                    self.policy.blocked_for(blocked_at.elapsed());
+                    return Ok(self.unit(taken));
+                }
                 Err(Error::Interrupted) if stashed.swap(false, Ordering::Relaxed) => {
                     if let Some(u) = self.pending.pop() {
                         return Ok(u);

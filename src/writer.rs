@@ -89,7 +89,10 @@ impl Writer {
         } else {
             let _sleeping = self.region.sleeping();
             let before_sleep = || self.policy.before_sleep(&self.region);
-            ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep))?
+            let blocked_at = std::time::Instant::now();
+            let lease = ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep))?;
+            self.policy.blocked_for(blocked_at.elapsed());
+            lease
         };
         Ok(UnitWriter {
             region: self.region.clone(),

@@ -28,6 +28,7 @@ impl Control<'_> {
         })
     }
 
+    #[inline]
     fn try_begin_in(
         &self,
         me: Owner,
@@ -98,6 +99,7 @@ impl Control<'_> {
     /// On `Shutdown` or `Stale` (a `reset` since `begin`, or the lease was
     /// taken back) the segment goes back to the pool and nothing is
     /// published.
+    #[inline]
     pub fn commit(&self, lease: Lease, len: usize) -> Result<u64> {
         debug_assert!(len <= self.segment_size);
         if self.is_shutdown() {

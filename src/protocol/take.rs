@@ -58,6 +58,7 @@ impl Control<'_> {
     /// Takes the descriptor of the next ticket below `end` (WRITING or
     /// PUBLISHED -> HELD(me)), then empties its slot. Slots whose claim is
     /// gone (stale) are emptied and stepped over.
+    #[inline]
     pub(super) fn pop_before(
         &self,
         me: Owner,
@@ -158,6 +159,7 @@ impl Control<'_> {
 
     /// Moves `seg` from exactly `from` to FREE and frees its bit, waking
     /// sleeping producers if one flagged the bitmap.
+    #[inline]
     pub(super) fn finish(&self, seg: usize, from: u64, counted: bool) -> bool {
         let Some(d) = self.descs.get(seg) else {
             return false;

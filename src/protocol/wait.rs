@@ -31,6 +31,11 @@ pub struct Wait<'p> {
     /// Spin (with `Backoff`) before sleeping; `false` sleeps on the futex
     /// after one failed attempt (lower CPU, higher latency).
     pub spin: bool,
+    /// With `spin`, how long to keep trying (yielding the CPU between
+    /// attempts) once the `Backoff` is done, before the first sleep: what
+    /// keeps a ping-pong whose partner answers within tens of µs off the
+    /// futex. Zero: sleep as soon as the `Backoff` is done.
+    pub spin_for: Duration,
     /// End the wait with [`Error::Interrupted`] when a signal interrupts a
     /// sleep (a binding then runs its signal handlers and calls again);
     /// otherwise an interrupted sleep is resumed.
@@ -47,8 +52,32 @@ impl Wait<'_> {
             timeout: timeout.unwrap_or(Duration::MAX),
             before_sleep: None,
             spin: true,
+            spin_for: Duration::ZERO,
             interruptible: false,
         }
+    }
+
+    /// After the `Backoff`: whether to try again (having yielded the CPU)
+    /// rather than sleep. `until` starts the `spin_for` period at the first
+    /// call.
+    #[cfg(not(loom))]
+    fn keep_spinning(&self, until: &mut Option<Instant>) -> bool {
+        if self.spin_for.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let end = *until.get_or_insert_with(|| now.checked_add(self.spin_for).unwrap_or(now));
+        if now >= end || self.deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        std::thread::yield_now();
+        true
+    }
+
+    /// Never under loom: spinning only multiplies interleavings.
+    #[cfg(loom)]
+    fn keep_spinning(&self, _until: &mut Option<Instant>) -> bool {
+        false
     }
 
     /// Whether the deadline has passed.
@@ -77,14 +106,19 @@ impl Control<'_> {
         mut attempt: impl FnMut() -> Result<Option<T>>,
     ) -> Result<T> {
         let backoff = Backoff::new();
+        let mut spin_until = None;
         loop {
             if let Some(v) = attempt()? {
                 return Ok(v);
             }
-            if !wait.spin || backoff.is_completed() {
+            if !wait.spin {
                 break;
             }
-            backoff.snooze();
+            if !backoff.is_completed() {
+                backoff.snooze();
+            } else if !wait.keep_spinning(&mut spin_until) {
+                break;
+            }
         }
         let (word, count) = match side {
             Side::Space => (&self.hdr.space, &self.parts[me.index()].waiting_space),

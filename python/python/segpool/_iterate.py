@@ -140,7 +140,9 @@ def _tensor(buf: Any, dtype: Any, shape: tuple[int, ...], grad: bool) -> Any:
 
 def _mv(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
     m = memoryview(buf)
-    return m if fmt == "B" and len(shape) == 1 else m.cast(fmt, shape)
+    if fmt == "B" and len(shape) == 1:
+        return m
+    return m.cast(fmt, shape)  # type: ignore[call-overload]
 
 
 class _Never:
@@ -795,9 +797,9 @@ class SubprocessIterable:
                     yield obj
                     del obj
             else:
-                next_unit, deadline = self._next_unit, self._deadline
+                next_unit, next_deadline = self._next_unit, self._deadline
                 while active:
-                    kind, wid, obj = next_unit(deadline())
+                    kind, wid, obj = next_unit(next_deadline())
                     if kind == _END:
                         active.remove(wid)
                         continue

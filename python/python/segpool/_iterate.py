@@ -1,22 +1,28 @@
 """``segpool.iterate_in_subprocess``: whole items through the pool.
 
-Each worker pickles an item with protocol 5; its large binaries (NumPy
-arrays, torch CPU tensors, ``bytes``/``bytearray``/``memoryview`` of at
-least ``oob_threshold`` bytes) go out of band, copied once into the unit's
-segment, and the small remaining envelope goes into the same unit. Unit
-layout::
+Each item travels in one unit, written by one native call in the worker
+(``ItemWriter.put``/``put_array``) and read by one in the parent
+(``ItemReader.recv``), both in python/src/item.rs, which also documents the
+unit's layout: a 64-byte header at offset 0, the out-of-band buffers (each
+64-byte aligned), the envelope, and a table of the buffers.
 
-    offset 0   header (64 bytes): magic, kind, worker, pass, seq,
-               envelope offset/length, buffer table offset, buffer count
-    ...        the out-of-band buffers, each 64-byte aligned
-    ...        the envelope (the pickle)
-    ...        the buffer table: (offset, length) per buffer, uint64
+- A bare NumPy array of a plain numeric dtype, C-contiguous, of at least
+  ``oob_threshold`` bytes, takes no pickle: its bytes, and its format and
+  shape as the envelope; the parent makes it with ``numpy.frombuffer``.
+- Anything else is pickled with protocol 5 by a pickler reused across items,
+  whose dispatch table turns NumPy arrays, torch CPU tensors and
+  memoryviews of at least ``oob_threshold`` bytes into ``PickleBuffer``s
+  (out of band, through the buffer callback); the parent calls
+  ``pickle.loads(envelope, buffers=views)``. Large ``bytes``/``bytearray``
+  inside dicts, lists and tuples need a ``persistent_id`` (the pickler has
+  no other hook for them), which is called for every object: a second
+  pickler has one, used only for the items that hold such bytes.
 
-The parent receives units with a blocking ``Reader.recv`` (spin, then a
-futex sleep, GIL released) and rebuilds each item over views of the unit:
-the segment returns to the pool when the last of them is collected. Only
-control messages cross the pipes (start a pass, stop, the pool when it is
-sized from the first item); ends of passes and errors travel as units.
+The parent's views keep the unit: the segment returns to the pool when the
+last of them is collected. Units that hold loans (``loan_array``) are
+written through a ``Writer`` instead, in the same layout. Only control
+messages cross the pipes (start a pass, stop, the pool when it is sized
+from the first item); ends of passes and errors travel as units.
 """
 
 from __future__ import annotations
@@ -102,11 +108,6 @@ class _Shutdown(Exception):
 _DTYPES: dict[Any, Any] = {}
 
 
-def _np_frombuffer() -> Any:
-    np = sys.modules.get("numpy")
-    return np.frombuffer if np is not None else None
-
-
 def _dtype(key: Any) -> Any:
     d = _DTYPES.get(key)
     if d is None:
@@ -149,17 +150,18 @@ class _Never:
     """A type no item has."""
 
 
-_SPECS: dict[bytes, tuple[Any, tuple[int, ...] | None]] = {}
+_SPECS: dict[bytes, tuple[Any, tuple[int, ...] | None, Any]] = {}
 
 
-def _spec(env: bytes) -> tuple[Any, tuple[int, ...] | None]:
-    """(dtype, shape or None for 1-D) of a bare array's envelope: its format
-    character, number of dimensions and shape (``ItemWriter.put_array``)."""
+def _spec(env: bytes) -> tuple[Any, tuple[int, ...] | None, Any]:
+    """(dtype, shape or None for 1-D, numpy.frombuffer) of a bare array's
+    envelope: its format character, number of dimensions and shape
+    (``ItemWriter.put_array``)."""
     import numpy as np
 
     ndim = env[1]
     shape = struct.unpack_from(f"<{ndim}Q", env, 2)
-    spec = (np.dtype(chr(env[0])), None if ndim == 1 else shape)
+    spec = (np.dtype(chr(env[0])), None if ndim == 1 else shape, np.frombuffer)
     if len(_SPECS) > 1024:
         _SPECS.clear()
     _SPECS[env] = spec
@@ -731,7 +733,6 @@ class SubprocessIterable:
 
     def _next_unit(self, deadline: float) -> tuple[int, int, Any]:
         st = self._st
-        _frombuffer = _np_frombuffer()
         loads = pickle.loads
         while True:
             if st.reader is None:
@@ -749,7 +750,7 @@ class SubprocessIterable:
                 continue  # not ours, or a unit of an earlier pass: dropped
             if kind == _ARRAY:
                 spec = _SPECS.get(env) or _spec(env)
-                a = _frombuffer(bufs[0], spec[0])
+                a = spec[2](bufs[0], spec[0])
                 return _ITEM, wid, a if spec[1] is None else a.reshape(spec[1])
             if kind == _ITEM:
                 return kind, wid, loads(env, buffers=bufs)

@@ -298,3 +298,30 @@ def test_item_reader_and_writer_directly(make_pool):
     wr.write_binary(b"not an item")
     wr.commit_unit()
     assert r.recv(1.0)[0] == 0
+
+
+def test_extension_codes_shorten_envelopes_and_yield_to_a_prior_claim():
+    """The rebuilders travel as copyreg extension codes; a process that had
+    one of those codes registered for something else keeps it, and the
+    items still come back equal (the names then go in full)."""
+    import copyreg
+    import pickle
+
+    from segpool import _iterate as I
+
+    code = I._EXT_BASE + 1
+    assert I._ext_codes(True)
+    assert pickle.dumps(I._nd, 5).count(b"\x84") == 1  # EXT4, no module name
+    assert b"_iterate" not in pickle.dumps(I._nd, 5)
+    I._ext_codes(False)
+    assert b"_iterate" in pickle.dumps(I._nd, 5)
+    copyreg.add_extension("builtins", "len", code)
+    try:
+        assert not I._ext_codes(True)
+        assert copyreg._extension_registry[("builtins", "len")] == code
+        with segpool.iterate_in_subprocess(W.nested(2)) as it:
+            got = list(it)
+        assert all(equal(g, W.make_nested(i)) for i, g in enumerate(got))
+    finally:
+        copyreg.remove_extension("builtins", "len", code)
+    assert I._ext_codes(True)

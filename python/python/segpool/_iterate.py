@@ -106,22 +106,28 @@ class _Shutdown(Exception):
 # the unit) in place of the PickleBuffers.
 
 _DTYPES: dict[Any, Any] = {}
+_NP: Any = None  # numpy, once a rebuilder needed it
+
+
+def _numpy() -> Any:
+    global _NP
+    import numpy
+
+    _NP = numpy
+    return numpy
 
 
 def _dtype(key: Any) -> Any:
     d = _DTYPES.get(key)
     if d is None:
-        import numpy as np
-
-        d = _DTYPES[key] = np.dtype(key)
+        d = _DTYPES[key] = (_NP or _numpy()).dtype(key)
     return d
 
 
 def _nd(buf: Any, dt: Any, shape: tuple[int, ...]) -> Any:
     """An ndarray over ``buf`` (zero-copy when ``buf`` is a view of the unit)."""
-    import numpy as np
-
-    a = np.frombuffer(buf, _dtype(dt))
+    d = _DTYPES.get(dt)
+    a = (_NP or _numpy()).frombuffer(buf, _dtype(dt) if d is None else d)
     return a if len(shape) == 1 else a.reshape(shape)
 
 
@@ -148,6 +154,38 @@ def _mv(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
 
 class _Never:
     """A type no item has."""
+
+
+# The rebuilders go into every envelope. Named as globals, each costs the
+# parent an import lookup per item (``find_class``, about 2 µs); as
+# extension codes (copyreg's registry, pickle's own way of shortening
+# common globals) a dictionary lookup. The codes are registered by an
+# iterable's parent and its workers only, and used only when both hold them
+# (a process that already had one of these codes for something else keeps
+# it, and the names are then sent in full).
+_EXT_BASE = 0x53504900
+_REBUILDERS = ("_nd", "_nd_small", "_tensor", "_mv")
+
+
+def _ext_codes(use: bool) -> bool:
+    """Registers (``use``) or withdraws segpool's extension codes in this
+    process; whether they are registered now."""
+    import copyreg
+
+    registry = getattr(copyreg, "_extension_registry", {})
+    ours = [((__name__, name), _EXT_BASE + i) for i, name in enumerate(_REBUILDERS, 1)]
+    if use:
+        try:
+            for key, code in ours:
+                if registry.get(key) != code:
+                    copyreg.add_extension(key[0], key[1], code)
+            return True
+        except ValueError:  # taken by someone else: withdraw ours
+            pass
+    for key, code in ours:
+        if registry.get(key) == code:
+            copyreg.remove_extension(key[0], key[1], code)
+    return False
 
 
 _SPECS: dict[bytes, tuple[Any, tuple[int, ...] | None, Any]] = {}
@@ -232,11 +270,20 @@ def _reducers(worker: _Worker) -> dict[type, Callable[[Any], Any]]:
     table[memoryview] = memview
     np = sys.modules.get("numpy")
     if np is not None:
+        keys: dict[Any, Any] = {}  # dtype -> what the envelope names it by (None: in band)
+
+        def key_of(dt: Any) -> Any:
+            if dt.hasobject or dt.itemsize == 0:
+                return None
+            return dt.str if dt.names is None and dt.subdtype is None else dt
+
         def ndarray(a: Any) -> Any:
             dt = a.dtype
-            if dt.hasobject or dt.itemsize == 0:
+            key = keys.get(dt, keys)
+            if key is keys:
+                key = keys[dt] = key_of(dt)
+            if key is None:
                 return a.__reduce_ex__(2)
-            key = dt.str if dt.names is None and dt.subdtype is None else dt
             if a.nbytes < threshold:
                 return _nd_small, (a.tobytes(), key, a.shape)
             if not a.flags.c_contiguous:
@@ -468,9 +515,10 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker_main(wid: int, n: int, parent: int, fn: Callable[[], Iterable[Any]],
                  initializer: Callable[[], Any] | None, pool: Any, ctrl: Any, slot: Any,
-                 threshold: int) -> None:
+                 threshold: int, ext: bool) -> None:
     global _WORKER, _INFO
     _die_with_parent(parent)
+    _ext_codes(ext)
     _INFO = WorkerInfo(wid, n, os.getpid())
     init_error: BaseException | None = None
     if initializer is not None:
@@ -643,13 +691,14 @@ class SubprocessIterable:
             st.pool = SharedMemorySegmentPool(segment_size, self._count)
         if st.pool is not None:
             st.reader = ItemReader(st.pool._pool)
+        ext = _ext_codes(True)
         for wid in range(num_workers):
             mine, theirs = ctx.Pipe(duplex=True)
             slot = ctx.Semaphore(buffer_size)
             p = ctx.Process(
                 target=_worker_main, name=f"segpool-worker-{wid}", daemon=daemon,
                 args=(wid, num_workers, os.getpid(), fn, initializer, st.pool, theirs, slot,
-                      oob_threshold))
+                      oob_threshold, ext))
             st.ctrls.append(mine)
             st.slots.append(slot)
             p.start()

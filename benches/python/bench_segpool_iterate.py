@@ -1,8 +1,8 @@
 """segpool.iterate_in_subprocess against SPDL's iterate_in_subprocess (issue 16).
 
 Three arms, alternated cell by cell in one run (round-robin over rounds, so
-drift on a shared machine lands on every arm alike), NumPy items of 4 KiB to
-32 MiB:
+drift on a shared machine lands on every arm alike, and the order of the
+arms rotates from round to round), NumPy items of 4 KiB to 32 MiB:
 
 - ``segpool``: ``segpool.iterate_in_subprocess`` (whole items through the
   pool; the parent sleeps in ``Reader.recv`` when idle);
@@ -111,7 +111,7 @@ def main() -> None:
     for r in range(a.rounds):
         for size, as_dict in cells:
             n = max(8, min(20000, int(a.budget * MiB) // size))
-            for arm in arms:
+            for arm in arms[r % 3:] + arms[:r % 3]:  # each arm first in some round
                 res.setdefault((arm, size, as_dict), []).append(
                     (*run(arm, size, n, as_dict=as_dict), n))
     lines = ["| item | arm | items/s | GB/s | parent µs/item | worker µs/item |",

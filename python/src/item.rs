@@ -385,9 +385,6 @@ impl ItemWriter {
 #[pyclass(module = "segpool._segpool", frozen)]
 pub struct ItemReader {
     pool: Py<Pool>,
-    /// The longest nap (0: never nap, sleep on the futex at once).
-    linger: Duration,
-    pace: GilCell<Pace>,
     endpoint: GilCell<Option<(Arc<Attached>, Arc<segpool::Reader>)>>,
 }
 
@@ -403,70 +400,6 @@ impl ItemReader {
         let old = self.endpoint.replace(py, Some(fresh.clone()));
         drop(old);
         Ok(fresh)
-    }
-}
-
-/// The consumer's estimate of the producers' pace, for napping.
-///
-/// A consumer faster than its producers finds the pool empty after almost
-/// every unit. Sleeping on the futex then costs a wake-up per unit, in
-/// both processes (the producer's commit makes the syscall that wakes
-/// us). Instead, when the pool is empty and units have been coming
-/// steadily, the reader naps for about two units' time (timed, so no
-/// producer has to wake it), then takes what came, and sleeps on the futex
-/// only if nothing did. Per wake-up it then gets about two units, and the
-/// producers never make a wake-up call. A nap never exceeds `linger`, and
-/// adds at most that to the latency of a unit.
-#[derive(Default)]
-struct Pace {
-    /// When the pool was last found empty.
-    since: Option<Instant>,
-    /// Units received since then.
-    items: u32,
-}
-
-impl Pace {
-    /// Called when the pool is found empty at `now`: how long to nap, if
-    /// at all (the time two units took, on average, since the pool was last
-    /// found empty).
-    fn nap(&mut self, now: Instant, linger: Duration) -> Option<Duration> {
-        let nap = match self.since {
-            Some(t) if self.items > 0 && !linger.is_zero() => {
-                let per = now.saturating_duration_since(t) / self.items;
-                Some(per * 2).filter(|d| *d <= linger)
-            }
-            _ => None,
-        };
-        self.since = Some(now);
-        self.items = 0;
-        nap
-    }
-}
-
-unsafe extern "C" {
-    fn prctl(option: c_int, ...) -> c_int;
-}
-
-/// `PR_SET_TIMERSLACK`, `PR_GET_TIMERSLACK` (linux/prctl.h).
-const PR_SET_TIMERSLACK: c_int = 29;
-const PR_GET_TIMERSLACK: c_int = 30;
-
-/// Sleeps `d` with this thread's timer slack at 1 µs (the default, 50 µs,
-/// would make a nap of tens of microseconds several times longer), then
-/// puts the slack back.
-fn sleep_precisely(d: Duration) {
-    // SAFETY: PR_GET_TIMERSLACK takes no further argument and returns the
-    // calling thread's slack in nanoseconds (or -1).
-    let old = unsafe { prctl(PR_GET_TIMERSLACK, 0 as std::ffi::c_ulong) };
-    let tighten = old > 1000;
-    if tighten {
-        // SAFETY: sets the calling thread's slack, in nanoseconds.
-        unsafe { prctl(PR_SET_TIMERSLACK, 1000 as std::ffi::c_ulong) };
-    }
-    std::thread::sleep(d);
-    if tighten {
-        // SAFETY: as above; puts back what PR_GET_TIMERSLACK returned.
-        unsafe { prctl(PR_SET_TIMERSLACK, old as std::ffi::c_ulong) };
     }
 }
 
@@ -486,18 +419,10 @@ fn u64_at(b: &[u8], at: usize) -> usize {
 #[pymethods]
 impl ItemReader {
     #[new]
-    #[pyo3(signature = (pool, linger = 1e-4))]
-    fn new(pool: &Bound<'_, Pool>, linger: f64) -> PyResult<ItemReader> {
-        if !(0.0..=1.0).contains(&linger) {
-            return Err(PyValueError::new_err(format!(
-                "ItemReader(): linger must be between 0 and 1 second, not {linger}"
-            )));
-        }
+    fn new(pool: &Bound<'_, Pool>) -> PyResult<ItemReader> {
         pool.get().attached(pool.py(), "ItemReader()")?;
         Ok(ItemReader {
             pool: pool.clone().unbind(),
-            linger: Duration::from_secs_f64(linger),
-            pace: GilCell::new(Pace::default()),
             endpoint: GilCell::new(None),
         })
     }
@@ -512,16 +437,7 @@ impl ItemReader {
     #[pyo3(signature = (timeout = None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyTuple>> {
         let (attached, reader) = self.endpoint(py)?;
-        let mut first = reader.try_recv().map_err(to_py)?;
-        if first.is_none() {
-            let now = Instant::now();
-            let nap = self.pace.with(py, |p| p.nap(now, self.linger));
-            if let Some(nap) = nap {
-                py.detach(|| sleep_precisely(nap));
-                first = reader.try_recv().map_err(to_py)?;
-            }
-        }
-        let unit = match first {
+        let unit = match reader.try_recv().map_err(to_py)? {
             Some(unit) => unit,
             None => {
                 let deadline = match timeout {
@@ -546,7 +462,6 @@ impl ItemReader {
                 }
             }
         };
-        self.pace.with(py, |p| p.items += 1);
         let b = unit.as_bytes();
         let empty = || -> PyResult<Bound<'py, PyTuple>> {
             (

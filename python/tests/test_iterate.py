@@ -272,8 +272,6 @@ def test_item_reader_and_writer_directly(make_pool):
     r = segpool._segpool.ItemReader(native)
     with pytest.raises(TimeoutError):
         r.recv(0.05)
-    with pytest.raises(ValueError, match="linger"):
-        segpool._segpool.ItemReader(native, linger=5.0)
     w = segpool._segpool.ItemWriter(native)
     a = np.arange(4096, dtype=np.float64)
     assert w.put_array((6, 1, 2, 3), a, 4096) == 0

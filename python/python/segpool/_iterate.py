@@ -782,7 +782,6 @@ class SubprocessIterable:
 
     def _next_unit(self, deadline: float) -> tuple[int, int, Any]:
         st = self._st
-        loads = pickle.loads
         while True:
             if st.reader is None:
                 self._await_pool(deadline)
@@ -797,25 +796,31 @@ class SubprocessIterable:
                 continue
             if pass_no != self._pass:
                 continue  # not ours, or a unit of an earlier pass: dropped
-            if kind == _ARRAY:
-                spec = _SPECS.get(env) or _spec(env)
-                a = spec[2](bufs[0], spec[0])
-                return _ITEM, wid, a if spec[1] is None else a.reshape(spec[1])
-            if kind == _ITEM:
-                return kind, wid, loads(env, buffers=bufs)
-            if kind == _END:
-                return kind, wid, None
-            if kind == _ITEM_PID:
-                return _ITEM, wid, _PUnpickler(io.BytesIO(env), buffers=bufs).load()
-            obj = loads(env)
-            if kind == _ERROR:
-                name, msg, tb = obj
-                pid = st.pids[wid]
-                raise RuntimeError(f"segpool worker {wid} (pid {pid}) raised {name}: {msg}\n\n"
-                                   f"Worker traceback:\n{tb}")
-            if kind == _OVERSIZE:
-                raise ValueError(f"segpool worker {wid}: {obj}")
-            raise RuntimeError(f"segpool worker {wid} sent a unit of unknown kind {kind}")
+            return self._decode(kind, wid, env, bufs)
+
+    def _decode(self, kind: int, wid: int, env: bytes, bufs: list[memoryview]
+                ) -> tuple[int, int, Any]:
+        """(kind, worker, item) of a unit of this pass: ``_ITEM`` and the
+        item, or ``_END``; raises what a worker reported."""
+        if kind == _ARRAY:
+            spec = _SPECS.get(env) or _spec(env)
+            a = spec[2](bufs[0], spec[0])
+            return _ITEM, wid, a if spec[1] is None else a.reshape(spec[1])
+        if kind == _ITEM:
+            return kind, wid, pickle.loads(env, buffers=bufs)
+        if kind == _END:
+            return kind, wid, None
+        if kind == _ITEM_PID:
+            return _ITEM, wid, _PUnpickler(io.BytesIO(env), buffers=bufs).load()
+        obj = pickle.loads(env)
+        if kind == _ERROR:
+            name, msg, tb = obj
+            pid = self._st.pids[wid]
+            raise RuntimeError(f"segpool worker {wid} (pid {pid}) raised {name}: {msg}\n\n"
+                               f"Worker traceback:\n{tb}")
+        if kind == _OVERSIZE:
+            raise ValueError(f"segpool worker {wid}: {obj}")
+        raise RuntimeError(f"segpool worker {wid} sent a unit of unknown kind {kind}")
 
     def _run(self) -> Iterator[Any]:
         st = self._st
@@ -847,9 +852,29 @@ class SubprocessIterable:
                     yield obj
                     del obj
             else:
-                next_unit, next_deadline = self._next_unit, self._deadline
+                this_pass, specs = self._pass, _SPECS
                 while active:
-                    kind, wid, obj = next_unit(next_deadline())
+                    reader = st.reader
+                    if reader is None or self._timeout is not None:
+                        kind, wid, obj = self._next_unit(self._deadline())
+                    else:
+                        # The common case inline (no call frame per item):
+                        # no timeout, and a bare array takes three lines.
+                        try:
+                            kind, wid, pass_no, _, env, bufs = reader.recv(_POLL)
+                        except TimeoutError:
+                            self._check_workers()
+                            continue
+                        if pass_no != this_pass:
+                            continue
+                        if kind == _ARRAY:
+                            spec = specs.get(env) or _spec(env)
+                            obj = spec[2](bufs[0], spec[0])
+                            if spec[1] is not None:
+                                obj = obj.reshape(spec[1])
+                        else:
+                            kind, wid, obj = self._decode(kind, wid, env, bufs)
+                        del env, bufs  # the item alone keeps the unit
                     if kind == _END:
                         active.remove(wid)
                         continue

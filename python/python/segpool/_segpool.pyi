@@ -200,9 +200,9 @@ class ItemWriter:
 
 class ItemReader:
     """iterate_in_subprocess's parent side: the next unit, parsed, with a
-    blocking wait that naps at the producers' pace (python/src/item.rs)."""
+    blocking wait on the pool's futex (python/src/item.rs)."""
 
-    def __init__(self, pool: Pool, linger: float = 1e-4) -> None: ...
+    def __init__(self, pool: Pool) -> None: ...
     def recv(
         self, timeout: float | None = None
     ) -> tuple[int, int, int, int, bytes, list[memoryview]]: ...

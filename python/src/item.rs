@@ -19,10 +19,11 @@
 //! ...  the table: (offset u64, length u64) per buffer
 //! ```
 
+use crate::attach::{Attached, Link};
 use crate::buffer::{Keeper, Source, memoryview};
 use crate::cell::GilCell;
 use crate::errors::{ArenaDesyncError, closed, timeout, to_py};
-use crate::pool::{Attached, Held, Pool};
+use crate::pool::Pool;
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -161,24 +162,9 @@ fn left(deadline: Option<Instant>) -> Duration {
 /// table) into a fresh unit and publishes it, in one call.
 #[pyclass(module = "segpool._segpool", frozen)]
 pub struct ItemWriter {
-    pool: Py<Pool>,
-    /// This process's crate writer (a fresh one after a fork).
-    endpoint: GilCell<Option<(Arc<Attached>, segpool::Writer)>>,
-}
-
-impl ItemWriter {
-    fn endpoint(&self, py: Python<'_>) -> PyResult<(Arc<Attached>, segpool::Writer)> {
-        let current = self.endpoint.with(py, |e| e.clone());
-        if let Some((a, w)) = current.filter(|(a, _)| !a.is_inherited()) {
-            return Ok((a, w));
-        }
-        let attached = self.pool.get().attached(py, "ItemWriter.put()")?;
-        let writer = attached.pool.open_writer().interruptible(true).spin(false);
-        let fresh = (attached, writer);
-        let old = self.endpoint.replace(py, Some(fresh.clone()));
-        drop(old);
-        Ok(fresh)
-    }
+    /// The pool's attachment (the one re-attach after fork is its own); its
+    /// crate writer sleeps at once while the pool is full.
+    link: Arc<Link>,
 }
 
 /// A free segment for a new unit, waiting up to the pool's
@@ -210,11 +196,9 @@ fn begin(py: Python<'_>, writer: &segpool::Writer, secs: f64) -> PyResult<UnitWr
 impl ItemWriter {
     #[new]
     fn new(pool: &Bound<'_, Pool>) -> PyResult<ItemWriter> {
-        pool.get().attached(pool.py(), "ItemWriter()")?;
-        Ok(ItemWriter {
-            pool: pool.clone().unbind(),
-            endpoint: GilCell::new(None),
-        })
+        let link = pool.get().link();
+        link.attached(pool.py(), "ItemWriter()")?;
+        Ok(ItemWriter { link })
     }
 
     /// Bytes a unit of these buffers and this envelope spans.
@@ -312,8 +296,7 @@ impl ItemWriter {
         env: &[u8],
     ) -> PyResult<usize> {
         let (kind, worker, pass_no, seq) = head;
-        let pool = self.pool.get();
-        if pool.is_closed(py) {
+        if self.link.is_closed(py) {
             return Err(closed("put()"));
         }
         // The layout, before any segment is taken.
@@ -327,15 +310,16 @@ impl ItemWriter {
         let env_off = align(end);
         let tab_off = align(env_off + env.len());
         let total = tab_off + 16 * parts.len();
-        let (attached, writer) = self.endpoint(py)?;
-        if total > attached.pool.segment_size() {
+        if total > self.link.segment_size() {
             return Ok(total);
         }
-        let mut unit = begin(py, &writer, pool.acquire_timeout())?;
+        let attached: Arc<Attached> = self.link.attached(py, "put()")?;
+        let mut unit = begin(py, &attached.writer, self.link.acquire_timeout())?;
         let at = unit.advance(total).map_err(to_py)?;
         debug_assert_eq!(at, 0, "a fresh unit starts at offset 0");
-        let (base, _) = attached.pool.segment_raw(unit.segment()).map_err(to_py)?;
-        let base = SendPtr(base.as_ptr());
+        // The crate's raw access contract: the unit's bytes start there, and
+        // `advance` claimed `0..total` of them for us.
+        let base = SendPtr(unit.as_mut_ptr());
         // The header, then the table, as the last bytes to copy.
         let mut meta = Vec::with_capacity(HEADER + 16 * parts.len());
         meta.extend_from_slice(MAGIC);
@@ -364,7 +348,7 @@ impl ItemWriter {
                 // until we return; the unit owns `0..total` of its segment
                 // (advanced above, and `at + n <= total <= segment_size` by
                 // the layout), which no one else reads or writes until
-                // commit, inside the mapping `attached` keeps alive. A
+                // commit, inside the mapping `unit` keeps alive. A
                 // source inside the pool (a view of a received unit) lies
                 // in a HELD segment, never in this fresh unit's.
                 unsafe { std::ptr::copy_nonoverlapping(from, base.0.add(at), n) }
@@ -384,7 +368,7 @@ impl ItemWriter {
 /// once, GIL released) and returns it parsed.
 #[pyclass(module = "segpool._segpool", frozen)]
 pub struct ItemReader {
-    pool: Py<Pool>,
+    link: Arc<Link>,
     endpoint: GilCell<Option<(Arc<Attached>, Arc<segpool::Reader>)>>,
 }
 
@@ -394,7 +378,7 @@ impl ItemReader {
         if let Some((a, r)) = current.filter(|(a, _)| !a.is_inherited()) {
             return Ok((a, r));
         }
-        let attached = self.pool.get().attached(py, "ItemReader.recv()")?;
+        let attached = self.link.attached(py, "ItemReader.recv()")?;
         let reader = Arc::new(attached.pool.open_reader().interruptible(true).spin(false));
         let fresh = (attached, reader);
         let old = self.endpoint.replace(py, Some(fresh.clone()));
@@ -420,9 +404,10 @@ fn u64_at(b: &[u8], at: usize) -> usize {
 impl ItemReader {
     #[new]
     fn new(pool: &Bound<'_, Pool>) -> PyResult<ItemReader> {
-        pool.get().attached(pool.py(), "ItemReader()")?;
+        let link = pool.get().link();
+        link.attached(pool.py(), "ItemReader()")?;
         Ok(ItemReader {
-            pool: pool.clone().unbind(),
+            link,
             endpoint: GilCell::new(None),
         })
     }
@@ -436,7 +421,7 @@ impl ItemReader {
     /// header does not add up.
     #[pyo3(signature = (timeout = None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyTuple>> {
-        let (attached, reader) = self.endpoint(py)?;
+        let (_attached, reader) = self.endpoint(py)?;
         let unit = match reader.try_recv().map_err(to_py)? {
             Some(unit) => unit,
             None => {
@@ -495,18 +480,18 @@ impl ItemReader {
             return Err(bad());
         }
         let env = PyBytes::new(py, &b[env_off..env_off + env_len]);
-        let (base, _) = attached.pool.segment_raw(unit.segment()).map_err(to_py)?;
         let bufs = PyList::empty(py);
         for i in 0..n {
             let (off, len) = (u64_at(b, tab_off + 16 * i), u64_at(b, tab_off + 16 * i + 8));
             let view = unit.view(off, len).map_err(|_| bad())?;
-            let keeper = Keeper::Unit(Held::new(view, attached.clone()));
-            // SAFETY: a received unit starts at offset 0 of its segment and
-            // `view` checked `off + len <= unit length <= segment_size`, so
-            // the range lies inside the segment; the keeper holds a view of
-            // the unit, so the segment stays HELD and mapped while the
-            // memoryview lives.
-            let mv = unsafe { memoryview(py, keeper, base.as_ptr().add(off), len)? };
+            let ptr = view.as_mut_ptr();
+            // SAFETY: the crate's "Raw access" contract: `len` bytes at
+            // `ptr` are the view's (`view` checked them against the unit),
+            // mapped and handed to no writer while the view the keeper owns
+            // lives; they are this process's to read and write meanwhile,
+            // and no Rust reference to them outlives this loop (`b` is not
+            // used after it).
+            let mv = unsafe { memoryview(py, Keeper::new(view), ptr, len)? };
             bufs.append(mv)?;
         }
         (kind, worker, pass_no, seq, env, bufs).into_pyobject(py)

@@ -8,6 +8,7 @@ mod attach;
 mod buffer;
 mod cell;
 mod errors;
+mod item;
 mod pool;
 mod reader;
 mod token;
@@ -21,6 +22,7 @@ fn _segpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pool::Pool>()?;
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
+    item::register(m)?;
     m.add("SegmentBuffer", buffer::init_type(py)?)?;
     m.add(
         "ArenaDesyncError",

@@ -64,6 +64,11 @@ impl Pool {
         }
     }
 
+    /// The link the pool's endpoints share (`ItemWriter`, `ItemReader`).
+    pub(crate) fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     /// This process's attachment (see [`Link::attached`]).
     fn attached(&self, py: Python<'_>, what: &str) -> PyResult<Arc<Attached>> {
         self.link.attached(py, what)

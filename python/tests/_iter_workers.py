@@ -120,3 +120,35 @@ def with_torch():
     import torch
 
     yield {"t": torch.arange(4096, dtype=torch.float32), "b": torch.ones(3000, dtype=torch.bfloat16)}
+
+
+def array_cases():
+    """(label, array) pairs for the bare-array fast path and its fallbacks."""
+    big = np.arange(1 << 14, dtype=np.float32).reshape(128, 128)
+    return [
+        ("u8", np.full(1 << 16, 7, np.uint8)),
+        ("f32-2d", big),
+        ("bool", np.arange(8192) % 3 == 0),
+        ("f16", np.arange(4096, dtype=np.float16)),
+        ("i64-3d", np.arange(4096, dtype=np.int64).reshape(16, 16, 16)),
+        ("big-endian", np.arange(2048, dtype=">f4")),  # pickle path
+        ("complex", np.arange(1024, dtype=np.complex64)),  # pickle path
+        ("structured", np.zeros(1024, dtype=[("a", "<i4"), ("b", "<f8")])),
+        ("strided", big[:, ::2]),  # not contiguous: sent as a contiguous copy
+        ("fortran", np.asfortranarray(big)),
+        ("small", np.arange(10, dtype=np.int32)),  # below the threshold: in band
+        ("0-d", np.array(3.5)),
+        ("empty", np.zeros((0, 4), np.float64)),
+    ]
+
+
+def arrays():
+    for _, a in array_cases():
+        yield a
+
+
+def views():
+    yield memoryview(b"tiny")  # below the threshold: in band
+    shaped = memoryview(np.arange(2048, dtype=np.int32)).cast("B").cast("i", (32, 64))
+    yield shaped
+    yield np.arange(5000, dtype=np.uint8)[::2].data  # not contiguous: in band

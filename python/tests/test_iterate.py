@@ -217,3 +217,109 @@ def test_reader_recv_blocks_and_answers_ctrl_c(make_pool):
     with pytest.raises(KeyboardInterrupt):
         r.recv()
     assert time.monotonic() - t < 0.3
+
+
+def _base(a):
+    while isinstance(a, np.ndarray):
+        a = a.base
+    return a
+
+
+@pytest.mark.parametrize("ctx", contexts())
+def test_bare_arrays_round_trip_zero_copy_and_release_their_segments(ctx):
+    """Bare NumPy arrays take the no-pickle path (plain numeric dtypes,
+    C-contiguous, at least the threshold) or the pickle path (anything
+    else); every one comes back equal, and the large ones are views of the
+    segment, which returns when the last view made from it dies."""
+    cases = W.array_cases()
+    with segpool.iterate_in_subprocess(W.arrays, mp_context=ctx, segment_size=1 << 18) as it:
+        got = list(it)
+        pool = it.pool
+        assert len(got) == len(cases)
+        for (label, want), g in zip(cases, got):
+            assert type(g) is np.ndarray, label
+            assert g.dtype == want.dtype and g.shape == want.shape, label
+            assert np.array_equal(g, want), label
+            if want.nbytes >= 4096:
+                assert isinstance(_base(g), memoryview), label  # a view of the unit
+                assert g.flags.writeable and g.flags.c_contiguous, label
+        assert not isinstance(_base(got[10]), memoryview)  # "small": a copy
+        held = pool.stats()["held"]
+        assert held == sum(a.nbytes >= 4096 for _, a in cases)
+        # A slice outliving its array keeps the segment; its death frees it.
+        piece = got[0][100:200]
+        del got
+        gc.collect()
+        assert pool.stats()["held"] == 1
+        assert piece.sum() == 700
+        del piece
+        gc.collect()
+        assert pool.stats()["held"] == 0
+
+
+def test_memoryviews_in_band_and_out_of_band():
+    with segpool.iterate_in_subprocess(W.views, segment_size=1 << 16) as it:
+        tiny, shaped, strided = list(it)
+    assert tiny.tobytes() == b"tiny"
+    assert shaped.format == "i" and shaped.shape == (32, 64)
+    assert shaped.tolist() == np.arange(2048, dtype=np.int32).reshape(32, 64).tolist()
+    assert strided.tobytes() == np.arange(5000, dtype=np.uint8)[::2].tobytes()
+
+
+def test_item_reader_and_writer_directly(make_pool):
+    pool = make_pool()
+    native = pool._pool
+    r = segpool._segpool.ItemReader(native)
+    with pytest.raises(TimeoutError):
+        r.recv(0.05)
+    w = segpool._segpool.ItemWriter(native)
+    a = np.arange(4096, dtype=np.float64)
+    assert w.put_array((6, 1, 2, 3), a, 4096) == 0
+    kind, wid, pass_no, seq, env, bufs = r.recv(1.0)
+    assert (kind, wid, pass_no, seq) == (6, 1, 2, 3)
+    assert env[0] == ord("d") and len(bufs) == 1
+    assert np.array_equal(np.frombuffer(bufs[0], np.float64), a)
+    assert pool.stats()["held"] == 1
+    del bufs
+    gc.collect()
+    assert pool.stats()["held"] == 0
+    # Not eligible for the bare-array path: nothing written, None.
+    assert w.put_array((6, 0, 0, 0), a[::2], 1) is None
+    assert w.put_array((6, 0, 0, 0), a, 1 << 20) is None
+    # Too large for a segment: the bytes it needs, nothing written.
+    need = w.put((1, 0, 0, 0), b"env", [bytes(pool.segment_size)])
+    assert need > pool.segment_size
+    assert pool.stats()["queued"] == 0
+    # A unit from another kind of writer: kind 0.
+    wr = pool.open_writer()
+    wr.begin_unit()
+    wr.write_binary(b"not an item")
+    wr.commit_unit()
+    assert r.recv(1.0)[0] == 0
+
+
+def test_extension_codes_shorten_envelopes_and_yield_to_a_prior_claim():
+    """The rebuilders travel as copyreg extension codes; a process that had
+    one of those codes registered for something else keeps it, and the
+    items still come back equal (the names then go in full)."""
+    import copyreg
+    import pickle
+
+    from segpool import _iterate as I
+
+    code = I._EXT_BASE + 1
+    assert I._ext_codes(True)
+    assert pickle.dumps(I._nd, 5).count(b"\x84") == 1  # EXT4, no module name
+    assert b"_iterate" not in pickle.dumps(I._nd, 5)
+    I._ext_codes(False)
+    assert b"_iterate" in pickle.dumps(I._nd, 5)
+    copyreg.add_extension("builtins", "len", code)
+    try:
+        assert not I._ext_codes(True)
+        assert copyreg._extension_registry[("builtins", "len")] == code
+        with segpool.iterate_in_subprocess(W.nested(2)) as it:
+            got = list(it)
+        assert all(equal(g, W.make_nested(i)) for i, g in enumerate(got))
+    finally:
+        copyreg.remove_extension("builtins", "len", code)
+    assert I._ext_codes(True)

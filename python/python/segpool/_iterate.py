@@ -1,22 +1,28 @@
 """``segpool.iterate_in_subprocess``: whole items through the pool.
 
-Each worker pickles an item with protocol 5; its large binaries (NumPy
-arrays, torch CPU tensors, ``bytes``/``bytearray``/``memoryview`` of at
-least ``oob_threshold`` bytes) go out of band, copied once into the unit's
-segment, and the small remaining envelope goes into the same unit. Unit
-layout::
+Each item travels in one unit, written by one native call in the worker
+(``ItemWriter.put``/``put_array``) and read by one in the parent
+(``ItemReader.recv``), both in python/src/item.rs, which also documents the
+unit's layout: a 64-byte header at offset 0, the out-of-band buffers (each
+64-byte aligned), the envelope, and a table of the buffers.
 
-    offset 0   header (64 bytes): magic, kind, worker, pass, seq,
-               envelope offset/length, buffer table offset, buffer count
-    ...        the out-of-band buffers, each 64-byte aligned
-    ...        the envelope (the pickle)
-    ...        the buffer table: (offset, length) per buffer, uint64
+- A bare NumPy array of a plain numeric dtype, C-contiguous, of at least
+  ``oob_threshold`` bytes, takes no pickle: its bytes, and its format and
+  shape as the envelope; the parent makes it with ``numpy.frombuffer``.
+- Anything else is pickled with protocol 5 by a pickler reused across items,
+  whose dispatch table turns NumPy arrays, torch CPU tensors and
+  memoryviews of at least ``oob_threshold`` bytes into ``PickleBuffer``s
+  (out of band, through the buffer callback); the parent calls
+  ``pickle.loads(envelope, buffers=views)``. Large ``bytes``/``bytearray``
+  inside dicts, lists and tuples need a ``persistent_id`` (the pickler has
+  no other hook for them), which is called for every object: a second
+  pickler has one, used only for the items that hold such bytes.
 
-The parent receives units with a blocking ``Reader.recv`` (spin, then a
-futex sleep, GIL released) and rebuilds each item over views of the unit:
-the segment returns to the pool when the last of them is collected. Only
-control messages cross the pipes (start a pass, stop, the pool when it is
-sized from the first item); ends of passes and errors travel as units.
+The parent's views keep the unit: the segment returns to the pool when the
+last of them is collected. Units that hold loans (``loan_array``) are
+written through a ``Writer`` instead, in the same layout. Only control
+messages cross the pipes (start a pass, stop, the pool when it is sized
+from the first item); ends of passes and errors travel as units.
 """
 
 from __future__ import annotations
@@ -41,14 +47,19 @@ from dataclasses import dataclass
 from multiprocessing import connection, util
 from typing import Any
 
+from ._segpool import ItemReader, ItemWriter
+
 _MAGIC = b"SPI1"
 # magic, kind, worker, pass, seq, envelope offset, envelope length,
 # table offset, buffer count
 _HEADER = struct.Struct("<4sIIIQQQQQ")
 _HEADER_SIZE = 64
 _MASK = (1 << 63) - 1  # an offset token's offset in the unit
-_ITEM, _END, _ERROR, _OVERSIZE = 1, 2, 3, 4
+# an item (pickled), the end of a pass, an error, an oversize item, an item
+# with persistent ids (large bytes), a bare NumPy array (no pickle)
+_ITEM, _END, _ERROR, _OVERSIZE, _ITEM_PID, _ARRAY = 1, 2, 3, 4, 5, 6
 _POLL = 0.1  # how often a waiting parent looks at its workers (s)
+_FOREVER = float("inf")
 
 
 def _align(n: int) -> int:
@@ -90,80 +101,233 @@ class _Shutdown(Exception):
     """The parent tore the iterable down: leave quietly."""
 
 
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, worker: _Worker) -> None:
-        super().__init__(file, protocol=5)
-        self.w = worker
-        self.bufs: list[Any] = []
-        self.handlers: dict[type, Callable[[Any], Any]] = {
-            bytes: self._bytes,
-            bytearray: self._bytes,
-            memoryview: self._memoryview,
-        }
-        np = sys.modules.get("numpy")
-        if np is not None:
-            self.handlers[np.ndarray] = self._ndarray
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            self.handlers[torch.Tensor] = self._tensor
-        self.torch: Any = torch
+# Rebuilders: module-level, so the envelope names them and the parent's
+# ``pickle.loads`` calls them with the out-of-band buffers (memoryviews over
+# the unit) in place of the PickleBuffers.
+
+_DTYPES: dict[Any, Any] = {}
+_NP: Any = None  # numpy, once a rebuilder needed it
+
+
+def _numpy() -> Any:
+    global _NP
+    import numpy
+
+    _NP = numpy
+    return numpy
+
+
+def _dtype(key: Any) -> Any:
+    d = _DTYPES.get(key)
+    if d is None:
+        d = _DTYPES[key] = (_NP or _numpy()).dtype(key)
+    return d
+
+
+def _nd(buf: Any, dt: Any, shape: tuple[int, ...]) -> Any:
+    """An ndarray over ``buf`` (zero-copy when ``buf`` is a view of the unit)."""
+    d = _DTYPES.get(dt)
+    a = (_NP or _numpy()).frombuffer(buf, _dtype(dt) if d is None else d)
+    return a if len(shape) == 1 else a.reshape(shape)
+
+
+def _nd_small(data: bytes, dt: Any, shape: tuple[int, ...]) -> Any:
+    """An array below the threshold, pickled in band (a writable copy)."""
+    import numpy as np
+
+    return np.frombuffer(data, _dtype(dt)).reshape(shape).copy()
+
+
+def _tensor(buf: Any, dtype: Any, shape: tuple[int, ...], grad: bool) -> Any:
+    import torch
+
+    t = torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
+    return t.requires_grad_() if grad else t
+
+
+def _mv(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    m = memoryview(buf)
+    if fmt == "B" and len(shape) == 1:
+        return m
+    return m.cast(fmt, shape)  # type: ignore[call-overload]
+
+
+class _Never:
+    """A type no item has."""
+
+
+# The rebuilders go into every envelope. Named as globals, each costs the
+# parent an import lookup per item (``find_class``, about 2 µs); as
+# extension codes (copyreg's registry, pickle's own way of shortening
+# common globals) a dictionary lookup. The codes are registered by an
+# iterable's parent and its workers only, and used only when both hold them
+# (a process that already had one of these codes for something else keeps
+# it, and the names are then sent in full).
+_EXT_BASE = 0x53504900
+_REBUILDERS = ("_nd", "_nd_small", "_tensor", "_mv")
+
+
+def _ext_codes(use: bool) -> bool:
+    """Registers (``use``) or withdraws segpool's extension codes in this
+    process; whether they are registered now."""
+    import copyreg
+
+    registry = getattr(copyreg, "_extension_registry", {})
+    ours = [((__name__, name), _EXT_BASE + i) for i, name in enumerate(_REBUILDERS, 1)]
+    if use:
+        try:
+            for key, code in ours:
+                if registry.get(key) != code:
+                    copyreg.add_extension(key[0], key[1], code)
+            return True
+        except ValueError:  # taken by someone else: withdraw ours
+            pass
+    for key, code in ours:
+        if registry.get(key) == code:
+            copyreg.remove_extension(key[0], key[1], code)
+    return False
+
+
+_SPECS: dict[bytes, tuple[Any, tuple[int, ...] | None, Any]] = {}
+
+
+def _spec(env: bytes) -> tuple[Any, tuple[int, ...] | None, Any]:
+    """(dtype, shape or None for 1-D, numpy.frombuffer) of a bare array's
+    envelope: its format character, number of dimensions and shape
+    (``ItemWriter.put_array``)."""
+    import numpy as np
+
+    ndim = env[1]
+    shape = struct.unpack_from(f"<{ndim}Q", env, 2)
+    spec = (np.dtype(chr(env[0])), None if ndim == 1 else shape, np.frombuffer)
+    if len(_SPECS) > 1024:
+        _SPECS.clear()
+    _SPECS[env] = spec
+    return spec
+
+
+class _PUnpickler(pickle.Unpickler):
+    """The parent's unpickler for items with large ``bytes``/``bytearray``
+    (sent as persistent ids that hold a PickleBuffer)."""
+
+    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
+        if pid[0] == "B":
+            return bytes(pid[1])
+        if pid[0] == "A":
+            return bytearray(pid[1])
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+def _big_bytes(obj: Any, threshold: int, depth: int = 0) -> bool:
+    """Whether ``obj`` (looked into through dicts, lists and tuples) holds a
+    ``bytes`` or ``bytearray`` of at least ``threshold`` bytes, which only
+    a (slower) pickler with ``persistent_id`` can send out of band. Deep or
+    cyclic structures count as yes."""
+    t = type(obj)
+    if t is bytes or t is bytearray:
+        return len(obj) >= threshold
+    if t is dict:
+        obj = obj.values()
+    elif t is not list and t is not tuple:
+        return False
+    if depth > 8:
+        return True
+    for v in obj:
+        tv = type(v)
+        if (tv is dict or tv is list or tv is tuple or tv is bytes or tv is bytearray) and \
+                _big_bytes(v, threshold, depth + 1):
+            return True
+    return False
+
+
+class _PPickler(pickle.Pickler):
+    """The worker's pickler for items with large ``bytes``/``bytearray``."""
+
+    threshold = 0
 
     def persistent_id(self, obj: Any) -> Any:  # noqa: D102
-        h = self.handlers.get(type(obj))
-        return None if h is None else h(obj)
+        t = type(obj)
+        if (t is bytes or t is bytearray) and len(obj) >= self.threshold:
+            return ("B" if t is bytes else "A", pickle.PickleBuffer(obj))
+        return None
 
-    def _add(self, buf: Any) -> int:
-        self.bufs.append(buf)
-        return len(self.bufs) - 1
 
-    def _bytes(self, obj: bytes | bytearray) -> Any:
-        if len(obj) < self.w.threshold:
-            return None
-        return ("B" if type(obj) is bytes else "A", self._add(obj))
+def _reducers(worker: _Worker) -> dict[type, Callable[[Any], Any]]:
+    """The pickler's dispatch table: NumPy arrays, torch CPU tensors and
+    memoryviews of at least the threshold go out of band (PickleBuffers,
+    which the pickler hands to the buffer callback)."""
+    import copyreg
 
-    def _memoryview(self, obj: memoryview) -> Any:
-        if obj.nbytes < self.w.threshold or not obj.c_contiguous:
-            return None
-        return ("M", self._add(obj.cast("B") if obj.ndim != 1 or obj.format != "B" else obj),
-                obj.format, obj.shape)
+    table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+    threshold = max(1, worker.threshold)
+    PB = pickle.PickleBuffer
 
-    def _ndarray(self, a: Any) -> Any:
-        if a.nbytes < self.w.threshold or a.dtype.hasobject:
-            return None
-        dtype = a.dtype.str if a.dtype.names is None and a.dtype.subdtype is None else a.dtype
-        loan = self.w.loans.get(a.__array_interface__["data"][0])
-        if loan is not None and loan[1] == a.nbytes and a.flags.c_contiguous:
-            return ("L", loan[0], loan[1], dtype, a.shape)
-        if not a.flags.c_contiguous:
-            a = a.copy()
-        return ("N", self._add(a), dtype, a.shape)
+    def memview(m: memoryview) -> Any:
+        if m.nbytes >= threshold and m.c_contiguous:
+            return _mv, (PB(m), m.format, m.shape)
+        return _mv, (m.tobytes(), m.format, m.shape)
 
-    def _tensor(self, t: Any) -> Any:
-        if t.device.type != "cpu" or t.layout is not self.torch.strided or t.is_sparse:
-            return None
-        nbytes = t.numel() * t.element_size()
-        if nbytes < self.w.threshold:
-            return None
-        grad = t.requires_grad
-        t = t.detach()
-        loan = self.w.loans.get(t.data_ptr())
-        if loan is not None and loan[1] == nbytes and t.is_contiguous():
-            return ("l", loan[0], loan[1], t.dtype, tuple(t.shape), grad)
-        flat = t.contiguous().reshape(-1).view(self.torch.uint8).numpy()
-        return ("T", self._add(flat), t.dtype, tuple(t.shape), grad)
+    table[memoryview] = memview
+    np = sys.modules.get("numpy")
+    if np is not None:
+        keys: dict[Any, Any] = {}  # dtype -> what the envelope names it by (None: in band)
+
+        def key_of(dt: Any) -> Any:
+            if dt.hasobject or dt.itemsize == 0:
+                return None
+            return dt.str if dt.names is None and dt.subdtype is None else dt
+
+        def ndarray(a: Any) -> Any:
+            dt = a.dtype
+            key = keys.get(dt, keys)
+            if key is keys:
+                key = keys[dt] = key_of(dt)
+            if key is None:
+                return a.__reduce_ex__(2)
+            if a.nbytes < threshold:
+                return _nd_small, (a.tobytes(), key, a.shape)
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            return _nd, (PB(a), key, a.shape)
+
+        table[np.ndarray] = ndarray
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        strided = torch.strided
+
+        def tensor(t: Any) -> Any:
+            if t.device.type != "cpu" or t.layout is not strided or t.is_sparse or \
+                    t.numel() * t.element_size() < threshold:
+                return t.__reduce_ex__(5)
+            flat = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+            return _tensor, (PB(flat), t.dtype, tuple(t.shape), t.requires_grad)
+
+        table[torch.Tensor] = tensor
+    return table
 
 
 class _Worker:
     def __init__(self, wid: int, n: int, pool: Any, ctrl: Any, slot: Any,
                  threshold: int) -> None:
-        self.wid, self.n, self.pool, self.ctrl, self.slot = wid, n, pool, ctrl, slot
+        self.wid, self.n, self.ctrl, self.slot = wid, n, ctrl, slot
         self.threshold = threshold
-        self.writer: Any = pool.open_writer() if pool is not None else None
-        self.header: memoryview | None = None  # the open unit's header loan
+        self.pool: Any = None
+        self.items: Any = None  # the ItemWriter: one call per unit
+        self.writer: Any = None  # a Writer, for units that hold loans
+        if pool is not None:
+            self._attach(pool)
+        self.header: memoryview | None = None  # the open (lent) unit's header loan
         self.loans: dict[int, tuple[int, int]] = {}  # address -> (offset, nbytes)
         self.pass_no = 0
         self.seq = 0
-        self.torch = sys.modules.get("torch")
+        self.bufs: list[Any] = []
+        self.file = io.BytesIO()
+        self.pickler: Any = None  # made at the first item of a pass
+
+    def _attach(self, pool: Any) -> None:
+        self.pool = pool
+        self.items = ItemWriter(pool._pool)
+        self.writer = pool.open_writer()
 
     # The pool, when the parent sizes it from the first item.
     def _need_pool(self, size: int) -> None:
@@ -174,11 +338,11 @@ class _Worker:
         msg = self.ctrl.recv()
         if msg[0] != "pool":
             raise _Shutdown
-        self.pool = msg[1]
-        self.writer = self.pool.open_writer()
+        self._attach(msg[1])
 
     def _begin(self, counted: bool) -> None:
-        """Opens a unit (a slot of ``buffer_size`` first, for an item)."""
+        """Opens a unit through the Writer, for loans (a slot of
+        ``buffer_size`` first, for an item)."""
         if self.header is not None:
             return
         if counted:
@@ -191,12 +355,23 @@ class _Worker:
             raise
         self.header = self.writer.reserve(_HEADER_SIZE)[1]
 
-    def _commit(self, kind: int, bufs: list[Any], env: bytes | memoryview) -> None:
+    def _commit_lent(self, kind: int, bufs: list[Any], env: bytes) -> None:
+        """Finishes a unit opened by a loan: buffers that are loans of this
+        unit are listed where they lie; the others are copied in."""
+        import numpy as np
+
         w = self.writer
         table = array("Q")
         for b in bufs:
-            off, n = w.write_binary(b)
-            table.append(off & _MASK)
+            m = memoryview(b)
+            addr = np.frombuffer(m, np.uint8).__array_interface__["data"][0] if m.nbytes else 0
+            loan = self.loans.get(addr)
+            if loan is not None and loan[1] == m.nbytes:
+                off, n = loan
+            else:
+                tok, n = w.write_binary(m)
+                off = tok & _MASK
+            table.append(off)
             table.append(n)
         env_off, env_len = w.write_binary(env)
         tab_off = w.write_binary(table)[0] & _MASK if bufs else 0
@@ -205,29 +380,78 @@ class _Worker:
                           env_off & _MASK, env_len, tab_off, len(bufs))
         self.header.release()
         self.header = None
-        w.commit_unit(lent=bool(self.loans))
+        w.commit_unit(lent=True)
         self.loans.clear()
-        self.seq += 1
+
+    def dumps(self, obj: Any) -> tuple[int, bytes]:
+        """(kind, envelope) of an item; its out-of-band buffers in ``self.bufs``."""
+        bufs, f = self.bufs, self.file
+        bufs.clear()
+        f.seek(0)
+        f.truncate()
+        if _big_bytes(obj, self.threshold):
+            p = _PPickler(f, 5, buffer_callback=bufs.append)
+            p.threshold = max(1, self.threshold)
+            p.dispatch_table = self.pickler.dispatch_table
+            p.dump(obj)
+            return _ITEM_PID, f.getvalue()
+        p = self.pickler
+        p.clear_memo()
+        p.dump(obj)
+        return _ITEM, f.getvalue()
 
     def put(self, kind: int, obj: Any) -> None:
-        f = io.BytesIO()
-        p = _Pickler(f, self)
-        p.dump(obj)
-        env = f.getbuffer()
-        bufs = p.bufs
-        size = (_HEADER_SIZE + sum(_align(memoryview(b).nbytes) for b in bufs)
-                + _align(len(env)) + 16 * len(bufs))
+        if self.pickler is None:
+            self.pickler = pickle.Pickler(self.file, 5, buffer_callback=self.bufs.append)
+            self.pickler.dispatch_table = _reducers(self)
+            np = sys.modules.get("numpy")
+            self.ndarray = np.ndarray if np is not None else _Never
+        if kind == _ITEM and type(obj) is self.ndarray and self.header is None and \
+                self.pool is not None:
+            # A bare array: its bytes and its dtype and shape, no pickle.
+            self.slot.acquire()
+            need = self.items.put_array((_ARRAY, self.wid, self.pass_no, self.seq), obj,
+                                        self.threshold)
+            if need == 0:
+                self.seq += 1
+                return
+            self.slot.release()
+            if need is not None:
+                raise _Oversize(need, self.pool.segment_size)
+        if kind == _ITEM:
+            kind, env = self.dumps(obj)
+        else:
+            self.bufs.clear()
+            env = pickle.dumps(obj, protocol=5)
+        bufs = self.bufs
+        item = kind == _ITEM or kind == _ITEM_PID
         if self.pool is None:
-            self._need_pool(size)
-        if size + 64 > self.pool.segment_size and kind == _ITEM:
-            if self.header is not None:
-                self.writer.abort_unit()
+            self._need_pool(ItemWriter.size_of(env, bufs))
+        if self.header is not None:  # a unit opened by loans
+            size = self.writer.unit_len + ItemWriter.size_of(env, bufs)
+            try:
+                self._commit_lent(kind, bufs, env)
+            except BufferError:
+                if self.pool.stats()["shutdown"]:
+                    raise _Shutdown from None
+                self.header.release()
                 self.header = None
+                self.writer.abort_unit()
                 self.loans.clear()
                 self.slot.release()
-            raise _Oversize(size, self.pool.segment_size)
-        self._begin(kind == _ITEM)
-        self._commit(kind, bufs, env)
+                raise _Oversize(size, self.pool.segment_size) from None
+            self.seq += 1
+            return
+        if item:
+            self.slot.acquire()
+        need = self.items.put((kind, self.wid, self.pass_no, self.seq), env, bufs)
+        bufs.clear()
+        if need:
+            if item:
+                self.slot.release()
+                raise _Oversize(need, self.pool.segment_size)
+            raise RuntimeError(f"a control unit of {need} bytes does not fit a segment")
+        self.seq += 1
 
     def loan(self, nbytes: int) -> tuple[int, memoryview]:
         if self.pool is None:
@@ -238,6 +462,7 @@ class _Worker:
 
     def run_pass(self, fn: Callable[[], Iterable[Any]], init_error: BaseException | None) -> None:
         self.seq = 0
+        self.pickler = None  # its table sees the modules fn has imported by now
         try:
             if init_error is not None:
                 raise init_error
@@ -290,9 +515,10 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker_main(wid: int, n: int, parent: int, fn: Callable[[], Iterable[Any]],
                  initializer: Callable[[], Any] | None, pool: Any, ctrl: Any, slot: Any,
-                 threshold: int) -> None:
+                 threshold: int, ext: bool) -> None:
     global _WORKER, _INFO
     _die_with_parent(parent)
+    _ext_codes(ext)
     _INFO = WorkerInfo(wid, n, os.getpid())
     init_error: BaseException | None = None
     if initializer is not None:
@@ -312,8 +538,7 @@ def _worker_main(wid: int, n: int, parent: int, fn: Callable[[], Iterable[Any]],
                 worker.pass_no = msg[1]
                 worker.run_pass(fn, init_error)
             elif msg[0] == "pool":
-                worker.pool = msg[1]
-                worker.writer = worker.pool.open_writer()
+                worker._attach(msg[1])
             else:
                 return
     except _Shutdown:
@@ -360,54 +585,6 @@ def loan_tensor(shape: int | tuple[int, ...], dtype: Any = None) -> Any:
 
 
 # -- the parent ---------------------------------------------------------------
-
-
-def _rebuild(view: memoryview, header: tuple[Any, ...]) -> tuple[int, int, Any]:
-    """(kind, worker, object) of the unit ``view``."""
-    _, kind, wid, _, _, env_off, env_len, tab_off, nbuf = header
-    if nbuf:
-        tab = view[tab_off:tab_off + 16 * nbuf].cast("Q")
-        bufs = [view[tab[2 * i]:tab[2 * i] + tab[2 * i + 1]] for i in range(nbuf)]
-    else:
-        bufs = []
-    env = view[env_off:env_off + env_len]
-    return kind, wid, _Unpickler(io.BytesIO(env), bufs, view).load()
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, f: io.BytesIO, bufs: list[memoryview], view: memoryview) -> None:
-        super().__init__(f)
-        self.bufs = bufs
-        self.view = view
-
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
-        k = pid[0]
-        if k == "N":
-            import numpy as np
-
-            return np.frombuffer(self.bufs[pid[1]], dtype=pid[2]).reshape(pid[3])
-        if k == "L":
-            import numpy as np
-
-            return np.frombuffer(self.view[pid[1]:pid[1] + pid[2]], dtype=pid[3]).reshape(pid[4])
-        if k in ("T", "l"):
-            import torch
-
-            if k == "T":
-                buf, dtype, shape, grad = self.bufs[pid[1]], pid[2], pid[3], pid[4]
-            else:
-                buf = self.view[pid[1]:pid[1] + pid[2]]
-                dtype, shape, grad = pid[3], pid[4], pid[5]
-            t = torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
-            return t.requires_grad_() if grad else t
-        if k == "B":
-            return bytes(self.bufs[pid[1]])
-        if k == "A":
-            return bytearray(self.bufs[pid[1]])
-        if k == "M":
-            m = self.bufs[pid[1]]
-            return m if pid[2] == "B" and len(pid[3]) == 1 else m.cast(pid[2], pid[3])
-        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
 
 
 class _State:
@@ -513,14 +690,15 @@ class SubprocessIterable:
         elif segment_size is not None:
             st.pool = SharedMemorySegmentPool(segment_size, self._count)
         if st.pool is not None:
-            st.reader = st.pool.open_reader()
+            st.reader = ItemReader(st.pool._pool)
+        ext = _ext_codes(True)
         for wid in range(num_workers):
             mine, theirs = ctx.Pipe(duplex=True)
             slot = ctx.Semaphore(buffer_size)
             p = ctx.Process(
                 target=_worker_main, name=f"segpool-worker-{wid}", daemon=daemon,
                 args=(wid, num_workers, os.getpid(), fn, initializer, st.pool, theirs, slot,
-                      oob_threshold))
+                      oob_threshold, ext))
             st.ctrls.append(mine)
             st.slots.append(slot)
             p.start()
@@ -572,7 +750,7 @@ class SubprocessIterable:
                                    f"while iterating")
 
     def _deadline(self) -> float:
-        return float("inf") if self._timeout is None else time.monotonic() + self._timeout
+        return _FOREVER if self._timeout is None else time.monotonic() + self._timeout
 
     def _timed_out(self) -> IterationTimeout:
         return IterationTimeout(f"no item from the segpool workers in {self._timeout} s "
@@ -594,7 +772,7 @@ class SubprocessIterable:
                 if msg[0] == "size" and st.pool is None:
                     size = max(1 << 16, 1 << (2 * msg[1] - 1).bit_length())
                     st.pool = SharedMemorySegmentPool(size, self._count)
-                    st.reader = st.pool.open_reader()
+                    st.reader = ItemReader(st.pool._pool)
                     for j in range(len(st.ctrls)):
                         st.send(j, ("pool", st.pool))
             if st.pool is None:
@@ -605,28 +783,44 @@ class SubprocessIterable:
     def _next_unit(self, deadline: float) -> tuple[int, int, Any]:
         st = self._st
         while True:
-            if st.pool is None:
+            if st.reader is None:
                 self._await_pool(deadline)
             try:
-                view = st.reader.recv(min(_POLL, max(0.0, deadline - time.monotonic())))
+                kind, wid, pass_no, _, env, bufs = st.reader.recv(
+                    _POLL if deadline == _FOREVER
+                    else min(_POLL, max(0.0, deadline - time.monotonic())))
             except TimeoutError:
                 self._check_workers()
                 if time.monotonic() >= deadline:
                     raise self._timed_out() from None
                 continue
-            header = _HEADER.unpack_from(view, 0)
-            if header[0] != _MAGIC or header[3] != self._pass:
+            if pass_no != self._pass:
                 continue  # not ours, or a unit of an earlier pass: dropped
-            kind, wid, obj = _rebuild(view, header)
-            del view
-            if kind == _ERROR:
-                name, msg, tb = obj
-                pid = st.pids[wid]
-                raise RuntimeError(f"segpool worker {wid} (pid {pid}) raised {name}: {msg}\n\n"
-                                   f"Worker traceback:\n{tb}")
-            if kind == _OVERSIZE:
-                raise ValueError(f"segpool worker {wid}: {obj}")
-            return kind, wid, obj
+            return self._decode(kind, wid, env, bufs)
+
+    def _decode(self, kind: int, wid: int, env: bytes, bufs: list[memoryview]
+                ) -> tuple[int, int, Any]:
+        """(kind, worker, item) of a unit of this pass: ``_ITEM`` and the
+        item, or ``_END``; raises what a worker reported."""
+        if kind == _ARRAY:
+            spec = _SPECS.get(env) or _spec(env)
+            a = spec[2](bufs[0], spec[0])
+            return _ITEM, wid, a if spec[1] is None else a.reshape(spec[1])
+        if kind == _ITEM:
+            return kind, wid, pickle.loads(env, buffers=bufs)
+        if kind == _END:
+            return kind, wid, None
+        if kind == _ITEM_PID:
+            return _ITEM, wid, _PUnpickler(io.BytesIO(env), buffers=bufs).load()
+        obj = pickle.loads(env)
+        if kind == _ERROR:
+            name, msg, tb = obj
+            pid = self._st.pids[wid]
+            raise RuntimeError(f"segpool worker {wid} (pid {pid}) raised {name}: {msg}\n\n"
+                               f"Worker traceback:\n{tb}")
+        if kind == _OVERSIZE:
+            raise ValueError(f"segpool worker {wid}: {obj}")
+        raise RuntimeError(f"segpool worker {wid} sent a unit of unknown kind {kind}")
 
     def _run(self) -> Iterator[Any]:
         st = self._st
@@ -638,7 +832,7 @@ class SubprocessIterable:
                 st.send(i, ("start", self._pass))
             active = list(range(self._n))
             slots = st.slots
-            if self._ordered:
+            if self._ordered and self._n > 1:
                 stash: list[collections.deque[tuple[int, Any]]] = [
                     collections.deque() for _ in range(self._n)]
                 turn = 0
@@ -658,8 +852,29 @@ class SubprocessIterable:
                     yield obj
                     del obj
             else:
+                this_pass, specs = self._pass, _SPECS
                 while active:
-                    kind, wid, obj = self._next_unit(self._deadline())
+                    reader = st.reader
+                    if reader is None or self._timeout is not None:
+                        kind, wid, obj = self._next_unit(self._deadline())
+                    else:
+                        # The common case inline (no call frame per item):
+                        # no timeout, and a bare array takes three lines.
+                        try:
+                            kind, wid, pass_no, _, env, bufs = reader.recv(_POLL)
+                        except TimeoutError:
+                            self._check_workers()
+                            continue
+                        if pass_no != this_pass:
+                            continue
+                        if kind == _ARRAY:
+                            spec = specs.get(env) or _spec(env)
+                            obj = spec[2](bufs[0], spec[0])
+                            if spec[1] is not None:
+                                obj = obj.reshape(spec[1])
+                        else:
+                            kind, wid, obj = self._decode(kind, wid, env, bufs)
+                        del env, bufs  # the item alone keeps the unit
                     if kind == _END:
                         active.remove(wid)
                         continue

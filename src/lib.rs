@@ -94,12 +94,17 @@
 //! only with processes you would trust with your address space's data.
 //!
 //! # Where things live
-//! `protocol` holds every state transition and wait; `bitmap` and `ring`
-//! are its two lock-free structures; `layout` is the control page; `sync`
-//! is the loom seam; `futex` makes the one syscall; `region` maps memory;
-//! `liveness` holds the kernel's witness of each process, `watch` turns
-//! deaths into wake-ups, and `fork` keeps all of it whole across `fork`;
-//! [`subprocess`] runs worker processes on top of all that.
+//! `protocol/` holds every state transition and wait, one room per concern
+//! (claim, take, recover, lifecycle, census, wait); `bitmap` and `ring`
+//! are its two lock-free structures; `layout` is the control page and the
+//! one carving of its bytes; `sync` is the loom seam; `futex` makes the
+//! one syscall; `mapping` maps memory and `region` is this process's
+//! membership in it; `liveness` holds the kernel's witness of each
+//! process, `watch` turns deaths into wake-ups, and `fork` keeps all of it
+//! whole across `fork`; [`subprocess`] runs worker processes on top of all
+//! that. `docs/map.md` gives each file's job and the direction of its
+//! imports.
+
 #![cfg(target_os = "linux")]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -1,4 +1,5 @@
-//! The loom seam: the only module that names `std` or `loom` atomics.
+//! The loom seam: the only module that names `std` or `loom` atomics
+//! (`futex_word`, inside it, takes `core`'s `AtomicU32` for the real word).
 //!
 //! Every other module of the protocol (`bitmap`, `ring`, `protocol`) takes its
 //! atomics, its futex word and its spin policy from here, so the same code

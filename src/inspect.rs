@@ -332,12 +332,15 @@ mod tests {
         }
     }
 
+    /// A memfd pool of `count` 4 KiB segments.
+    fn memfd_pool(count: usize, acquire_timeout: Duration) -> SegmentPool {
+        let builder = SegmentPool::builder(4096, count);
+        builder.acquire_timeout(acquire_timeout).build().unwrap()
+    }
+
     #[test]
     fn a_live_pool_is_seen_as_its_own_stats_say() {
-        let pool = SegmentPool::builder(4096, 8)
-            .acquire_timeout(Duration::ZERO)
-            .build()
-            .unwrap();
+        let pool = memfd_pool(8, Duration::ZERO);
         let insp = Inspector::open_path(&fd_path(&pool)).unwrap();
         assert!(insp.is_memfd());
         assert_eq!((insp.segment_size(), insp.count()), (4096, 8));
@@ -394,10 +397,7 @@ mod tests {
 
     #[test]
     fn a_sleeper_is_counted_on_its_participant() {
-        let pool = SegmentPool::builder(4096, 1)
-            .acquire_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let pool = memfd_pool(1, Duration::from_secs(60));
         let insp = Inspector::open_path(&fd_path(&pool)).unwrap();
         let mut u = pool.open_writer().begin_unit().unwrap();
         u.write_binary(b"x").unwrap();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// How long a blocked call keeps trying (yielding between attempts) before
-/// it sleeps, when its endpoint's last blocked call was short.
+/// How long a blocked call keeps trying (busy) before it sleeps, when its
+/// endpoint's last blocked call was short.
 const SPIN_FOR: Duration = Duration::from_micros(50);
 /// A blocked call that ended within this is "short": the next one spins
 /// for `SPIN_FOR`. A longer one (a side that waits for real) makes the next
@@ -39,7 +39,9 @@ impl Default for WaitPolicy {
             probe_every: Duration::MAX,
             spin: true,
             interruptible: false,
-            last_blocked_ns: AtomicU64::new(0),
+            // "Long" until a blocked call proves short: a side that only
+            // ever sleeps never spins past the `Backoff`.
+            last_blocked_ns: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -115,5 +117,37 @@ impl WaitPolicy {
         };
         probe()?;
         Ok(Some(slice.min(self.probe_every)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spin_for(p: &WaitPolicy) -> Duration {
+        let before_sleep = || Ok(None);
+        p.wait(None, &before_sleep).spin_for
+    }
+
+    #[test]
+    fn an_endpoint_spins_past_the_backoff_only_after_a_short_blocked_call() {
+        let p = WaitPolicy::default();
+        assert_eq!(spin_for(&p), Duration::ZERO, "a new endpoint never spun");
+        p.blocked_for(Duration::from_micros(30));
+        assert_eq!(spin_for(&p), SPIN_FOR, "a short wait: partner answers fast");
+        p.blocked_for(Duration::from_millis(3));
+        assert_eq!(spin_for(&p), Duration::ZERO, "a long wait: sleep at once");
+        p.blocked_for(SHORT);
+        assert_eq!(spin_for(&p), SPIN_FOR);
+    }
+
+    #[test]
+    fn a_clone_starts_from_what_its_original_saw() {
+        let p = WaitPolicy::default();
+        p.blocked_for(Duration::from_micros(1));
+        let q = p.clone();
+        assert_eq!(spin_for(&q), SPIN_FOR);
+        q.blocked_for(Duration::from_secs(1));
+        assert_eq!(spin_for(&p), SPIN_FOR, "the original keeps its own");
     }
 }

@@ -29,17 +29,18 @@ use pyo3::types::PyType;
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::{ManuallyDrop, MaybeUninit};
 
-/// `Py_buffer`, as CPython has laid it out since 3.3.
+/// `Py_buffer`, as CPython has laid it out since 3.3 (the one declaration
+/// of it here; `item.rs` reads shaped exports through it too).
 #[repr(C)]
-struct RawBuffer {
-    buf: *mut c_void,
+pub(crate) struct RawBuffer {
+    pub(crate) buf: *mut c_void,
     obj: *mut ffi::PyObject,
-    len: ffi::Py_ssize_t,
-    itemsize: ffi::Py_ssize_t,
+    pub(crate) len: ffi::Py_ssize_t,
+    pub(crate) itemsize: ffi::Py_ssize_t,
     readonly: c_int,
-    ndim: c_int,
-    format: *mut c_char,
-    shape: *mut ffi::Py_ssize_t,
+    pub(crate) ndim: c_int,
+    pub(crate) format: *mut c_char,
+    pub(crate) shape: *mut ffi::Py_ssize_t,
     strides: *mut ffi::Py_ssize_t,
     suboffsets: *mut ffi::Py_ssize_t,
     internal: *mut c_void,
@@ -65,8 +66,18 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// An export of `obj` with `flags`, or the exception its type raised.
-fn export(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<RawBuffer> {
+/// Releases an export made by [`export`].
+///
+/// # Safety
+/// `raw` is a successful export not yet released; call with the GIL held.
+pub(crate) unsafe fn release(raw: &mut RawBuffer) {
+    // SAFETY: the caller's contract.
+    unsafe { PyBuffer_Release(raw) };
+}
+
+/// An export of `obj` with `flags`, or the exception its type raised; the
+/// caller owes it a [`release`].
+pub(crate) fn export(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<RawBuffer> {
     let mut raw = MaybeUninit::<RawBuffer>::zeroed();
     // SAFETY: `obj` is a live object (we hold the GIL through `Bound`), `raw`
     // has `Py_buffer`'s layout; on success CPython filled it and holds an

@@ -20,17 +20,16 @@
 //! ```
 
 use crate::attach::{Attached, Link};
-use crate::buffer::{Keeper, Source, memoryview};
+use crate::buffer::{Keeper, RawBuffer, Source, export, memoryview, release};
 use crate::cell::GilCell;
-use crate::errors::{ArenaDesyncError, closed, timeout, to_py};
+use crate::errors::{ArenaDesyncError, closed, to_py};
 use crate::pool::Pool;
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use segpool::{Error, UnitWriter};
-use std::ffi::{CStr, c_char, c_int, c_void};
-use std::mem::MaybeUninit;
+use std::ffi::{CStr, c_int};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,32 +47,9 @@ struct SendPtr(*mut u8);
 // unaliased there (see the copy's SAFETY comment).
 unsafe impl Send for SendPtr {}
 
-/// `Py_buffer`, as CPython has laid it out since 3.3 (the same declaration
-/// as `buffer.rs`'s, which keeps its own private: see there for why the
-/// stable-ABI build declares it by hand).
-#[repr(C)]
-struct RawBuffer {
-    buf: *mut c_void,
-    obj: *mut ffi::PyObject,
-    len: ffi::Py_ssize_t,
-    itemsize: ffi::Py_ssize_t,
-    readonly: c_int,
-    ndim: c_int,
-    format: *mut c_char,
-    shape: *mut ffi::Py_ssize_t,
-    strides: *mut ffi::Py_ssize_t,
-    suboffsets: *mut ffi::Py_ssize_t,
-    internal: *mut c_void,
-}
-
 /// `PyBUF_ND | PyBUF_FORMAT`: a C-contiguous export (an exporter refuses
 /// otherwise, as no strides are asked for), with its shape and format.
 const PYBUF_ND_FORMAT: c_int = 0x0008 | 0x0004;
-
-unsafe extern "C" {
-    fn PyObject_GetBuffer(obj: *mut ffi::PyObject, view: *mut RawBuffer, flags: c_int) -> c_int;
-    fn PyBuffer_Release(view: *mut RawBuffer);
-}
 
 /// A C-contiguous export with shape and format, released on drop (with the
 /// GIL: not `Send`).
@@ -84,16 +60,8 @@ struct Shaped {
 impl Shaped {
     /// `None` (and no exception) when `obj` exports no C-contiguous buffer.
     fn new(obj: &Bound<'_, PyAny>) -> Option<Shaped> {
-        let mut raw = MaybeUninit::<RawBuffer>::zeroed();
-        // SAFETY: `obj` is alive (we hold the GIL), `raw` has `Py_buffer`'s
-        // layout; on success CPython filled it and holds an export that
-        // `Drop` releases.
-        if unsafe { PyObject_GetBuffer(obj.as_ptr(), raw.as_mut_ptr(), PYBUF_ND_FORMAT) } != 0 {
-            drop(PyErr::take(obj.py()));
-            return None;
-        }
-        // SAFETY: filled by the successful call above.
-        let raw = unsafe { raw.assume_init() };
+        // No C-contiguous export: not one of ours (the exception is dropped).
+        let raw = export(obj, PYBUF_ND_FORMAT).ok()?;
         Some(Shaped { raw })
     }
 
@@ -131,7 +99,7 @@ impl Drop for Shaped {
     fn drop(&mut self) {
         // SAFETY: a successful export, released once, with the GIL (this
         // type is not `Send`, and it never lives across a GIL release).
-        unsafe { PyBuffer_Release(&mut self.raw) }
+        unsafe { release(&mut self.raw) }
     }
 }
 
@@ -177,19 +145,9 @@ fn begin(py: Python<'_>, writer: &segpool::Writer, secs: f64) -> PyResult<UnitWr
     if secs == 0.0 {
         return writer.begin_unit_timeout(Duration::ZERO).map_err(to_py);
     }
-    let deadline = deadline(secs, "put()")?;
-    loop {
-        let left = left(deadline);
-        if left.is_zero() {
-            return Err(timeout(secs));
-        }
-        match py.detach(|| writer.begin_unit_timeout(left)) {
-            Ok(unit) => return Ok(unit),
-            Err(Error::Interrupted) => py.check_signals()?,
-            Err(Error::Timeout(_)) => return Err(timeout(secs)),
-            Err(e) => return Err(to_py(e)),
-        }
-    }
+    // Checked here, for the message; the wait itself is the writer's.
+    deadline(secs, "put()")?;
+    crate::writer::wait_for_segment(py, writer, secs)
 }
 
 #[pymethods]

@@ -147,7 +147,11 @@ impl Writer {
 /// a signal: a signal ends the crate's wait with `Interrupted`, the handlers
 /// run here (Ctrl-C raises `KeyboardInterrupt`), and the wait goes on with
 /// the time left. Nothing wakes it periodically.
-fn wait_for_segment(py: Python<'_>, writer: &segpool::Writer, secs: f64) -> PyResult<UnitWriter> {
+pub(crate) fn wait_for_segment(
+    py: Python<'_>,
+    writer: &segpool::Writer,
+    secs: f64,
+) -> PyResult<UnitWriter> {
     let deadline = Duration::try_from_secs_f64(secs)
         .ok()
         .and_then(|d| Instant::now().checked_add(d));

@@ -31,8 +31,8 @@ pub struct Wait<'p> {
     /// Spin (with `Backoff`) before sleeping; `false` sleeps on the futex
     /// after one failed attempt (lower CPU, higher latency).
     pub spin: bool,
-    /// With `spin`, how long to keep trying (yielding the CPU between
-    /// attempts) once the `Backoff` is done, before the first sleep: what
+    /// With `spin`, how long to keep trying (busy, between attempts) once
+    /// the `Backoff` is done, before the first sleep: what
     /// keeps a ping-pong whose partner answers within tens of µs off the
     /// futex. Zero: sleep as soon as the `Backoff` is done.
     pub spin_for: Duration,
@@ -57,7 +57,7 @@ impl Wait<'_> {
         }
     }
 
-    /// After the `Backoff`: whether to try again (having yielded the CPU)
+    /// After the `Backoff`: whether to try again (after a short busy spin)
     /// rather than sleep. `until` starts the `spin_for` period at the first
     /// call.
     #[cfg(not(loom))]
@@ -70,7 +70,11 @@ impl Wait<'_> {
         if now >= end || self.deadline.is_some_and(|d| now >= d) {
             return false;
         }
-        std::thread::yield_now();
+        // A busy spin, not a yield: on a loaded machine a yield hands the
+        // CPU to whoever else is runnable, for a whole time slice.
+        for _ in 0..32 {
+            core::hint::spin_loop();
+        }
         true
     }
 

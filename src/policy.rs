@@ -101,6 +101,13 @@ impl WaitPolicy {
         wait
     }
 
+    /// How long the next blocked call spins past the `Backoff`.
+    #[cfg(test)]
+    pub(crate) fn next_spin(&self) -> Duration {
+        let before_sleep = || Ok(None);
+        self.wait(None, &before_sleep).spin_for
+    }
+
     /// Records how long a blocked call took (see `SPIN_FOR`).
     pub(crate) fn blocked_for(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);

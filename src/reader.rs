@@ -229,25 +229,25 @@ impl Reader {
             }
             self.policy.before_sleep(&self.region)
         };
-        loop {
+        let out = loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             match ctl.take(me, &self.policy.wait(left, &before_sleep)) {
-                Ok(taken) => {
-                    self.policy.blocked_for(blocked_at.elapsed());
-                    return Ok(self.unit(taken));
-                }
+                Ok(taken) => break Ok(self.unit(taken)),
                 Err(Error::Interrupted) if stashed.swap(false, Ordering::Relaxed) => {
                     if let Some(u) = self.pending.pop() {
-                        return Ok(u);
+                        break Ok(u);
                     }
                 }
                 // The timeout the caller gave, not what was left of it.
                 Err(Error::Timeout(_)) if timeout.is_some() => {
-                    return Err(Error::Timeout(timeout.unwrap_or_default()));
+                    break Err(Error::Timeout(timeout.unwrap_or_default()));
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
-        }
+        };
+        // Every way out counts: a side that only times out waits for real.
+        self.policy.blocked_for(blocked_at.elapsed());
+        out
     }
 
     fn unit(&self, taken: Taken) -> Unit {
@@ -496,6 +496,23 @@ impl AsRef<[u8]> for Unit {
 mod tests {
     use crate::SegmentPool;
     use std::os::unix::process::ExitStatusExt;
+    use std::time::Duration;
+
+    /// A consumer that only ever times out waits for real: after a short
+    /// blocked call taught it to spin, one timeout is enough to stop it
+    /// spinning on every later call (review finding M1).
+    #[test]
+    fn a_timed_out_recv_stops_the_adaptive_spin() {
+        let pool = SegmentPool::new(64, 1).unwrap();
+        let r = pool.open_reader();
+        r.policy.blocked_for(Duration::from_micros(5));
+        assert!(!r.policy.next_spin().is_zero());
+        assert!(matches!(
+            r.recv_timeout(Duration::from_millis(2)),
+            Err(crate::Error::Timeout(_))
+        ));
+        assert!(r.policy.next_spin().is_zero());
+    }
 
     const CHILD: &str = "SEGPOOL_HOLDERS_OVERFLOW_CHILD";
 

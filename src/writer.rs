@@ -90,9 +90,10 @@ impl Writer {
             let _sleeping = self.region.sleeping();
             let before_sleep = || self.policy.before_sleep(&self.region);
             let blocked_at = std::time::Instant::now();
-            let lease = ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep))?;
+            let lease = ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep));
+            // Every way out counts: a side that only times out waits for real.
             self.policy.blocked_for(blocked_at.elapsed());
-            lease
+            lease?
         };
         Ok(UnitWriter {
             region: self.region.clone(),

@@ -301,6 +301,11 @@ impl ItemWriter {
         let copy = move || {
             let base = base;
             for (Part(from, n), at) in copies {
+                if n == 0 {
+                    // An exporter may hand out a null pointer for no bytes,
+                    // which `copy_nonoverlapping` may not be given.
+                    continue;
+                }
                 // SAFETY: `from` points at `n` readable bytes that the caller
                 // (or `meta` and `env`, alive in this frame) keeps valid
                 // until we return; the unit owns `0..total` of its segment

@@ -1,7 +1,7 @@
 //! The monitors' room: one pass over the block ([`Control::census`]) for
-//! the statistics, the participants and the writers. Only `Relaxed` loads,
-//! so a read-only mapping of the control area can be inspected with it
-//! (`crate::inspect`); fields are read one by one while the pool runs, so
+//! the statistics, the participants and the writers. Loads only (`Relaxed`,
+//! and the ring's `Acquire` slot loads), so a read-only mapping of the
+//! control area can be inspected with it (`crate::inspect`); fields are read one by one while the pool runs, so
 //! they need not add up exactly.
 
 use super::control::Control;

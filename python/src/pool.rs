@@ -260,9 +260,11 @@ impl Pool {
     }
 
     /// A writable memoryview over the whole of segment `index`: a test and
-    /// debugging hook (`SharedMemorySegmentPool._segment`), outside the
-    /// protocol, so it uses the crate's debugging aid, `segment_raw`, and
-    /// nothing else here does.
+    /// debugging hook (`SharedMemorySegmentPool._segment`, as SPDL's pool
+    /// has), outside the protocol, so it uses the crate's debugging aid,
+    /// `segment_raw`, and nothing else here does. It must be the same
+    /// mapping as the units' views (not a mapping of its own through the
+    /// fd): SPDL-style tests check that a view's address lies inside it.
     fn _segment<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
         let attached = self.attached(py, "_segment()")?;
         let (ptr, len) = attached.pool.segment_raw(index).map_err(|_| {

@@ -62,6 +62,11 @@ _POLL = 0.1  # how often a waiting parent looks at its workers (s)
 _FOREVER = float("inf")
 
 
+def _is_shutdown(pool: Any) -> bool:
+    """Whether ``shutdown_arena`` ran on ``pool`` (one load; no census)."""
+    return bool(pool._pool.is_shutdown())
+
+
 def _align(n: int) -> int:
     return (n + 63) & ~63
 
@@ -350,7 +355,7 @@ class _Worker:
         try:
             self.writer.begin_unit()
         except BufferError:
-            if self.pool.stats()["shutdown"]:
+            if _is_shutdown(self.pool):
                 raise _Shutdown from None
             raise
         self.header = self.writer.reserve(_HEADER_SIZE)[1]
@@ -432,7 +437,7 @@ class _Worker:
             try:
                 self._commit_lent(kind, bufs, env)
             except BufferError:
-                if self.pool.stats()["shutdown"]:
+                if _is_shutdown(self.pool):
                     raise _Shutdown from None
                 self.header.release()
                 self.header = None
@@ -476,7 +481,7 @@ class _Worker:
             self.put(_OVERSIZE, str(e))
         except BaseException as e:
             if isinstance(e, BufferError) and self.pool is not None and \
-                    self.pool.stats()["shutdown"]:
+                    _is_shutdown(self.pool):
                 raise _Shutdown from None
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             self.put(_ERROR, (type(e).__qualname__, str(e), tb))

@@ -55,20 +55,31 @@ const SEGMENTS: u64 = !WAITER;
 pub struct Bitmap<'a> {
     words: &'a [AtomicU64],
     count: usize,
+    /// The padding bits of the last word (the others have none), worked
+    /// out once rather than on every scan.
+    last_padding: u64,
 }
 
 impl<'a> Bitmap<'a> {
     /// A bitmap of `count` segments over `count.div_ceil(63)` words.
     pub fn new(words: &'a [AtomicU64], count: usize) -> Self {
         debug_assert_eq!(words.len(), count.div_ceil(BITS_PER_WORD));
-        Bitmap { words, count }
+        let last_valid = count - count.saturating_sub(1) / BITS_PER_WORD * BITS_PER_WORD;
+        Bitmap {
+            words,
+            count,
+            last_padding: SEGMENTS & !((1u64 << last_valid) - 1),
+        }
     }
 
     /// Padding bits of word `i`: set, so they are never free.
     #[inline]
     fn padding(&self, i: usize) -> u64 {
-        let valid = (self.count - i * BITS_PER_WORD).min(BITS_PER_WORD);
-        SEGMENTS & !((1u64 << valid) - 1)
+        if i + 1 == self.words.len() {
+            self.last_padding
+        } else {
+            0
+        }
     }
 
     /// All free, no waiter. Creator only, before sharing.
@@ -116,7 +127,11 @@ impl<'a> Bitmap<'a> {
     /// flag was set: then the caller must wake every sleeping producer.
     #[inline]
     pub fn release(&self, seg: usize) -> bool {
-        let (w, bit) = (seg / BITS_PER_WORD, 1u64 << (seg % BITS_PER_WORD));
+        // In 32 bits (`seg` < MAX_COUNT): a cheaper division than in 64.
+        const _: () = assert!(crate::layout::MAX_COUNT <= u32::MAX as usize);
+        const BITS: u32 = BITS_PER_WORD as u32;
+        let (w, bit) = ((seg as u32) / BITS, 1u64 << ((seg as u32) % BITS));
+        let w = w as usize;
         // Release pairs with the Acquire CAS in `try_claim`: the previous
         // owner's accesses happen-before the next owner's. Acquire pairs
         // with the Release half of `arm`: a producer's sequence load before
@@ -161,7 +176,11 @@ impl<'a> Bitmap<'a> {
 
     /// Whether `seg`'s bit is set (a snapshot).
     pub fn is_owned(&self, seg: usize) -> bool {
-        let (w, bit) = (seg / BITS_PER_WORD, 1u64 << (seg % BITS_PER_WORD));
+        // In 32 bits (`seg` < MAX_COUNT): a cheaper division than in 64.
+        const _: () = assert!(crate::layout::MAX_COUNT <= u32::MAX as usize);
+        const BITS: u32 = BITS_PER_WORD as u32;
+        let (w, bit) = ((seg as u32) / BITS, 1u64 << ((seg as u32) % BITS));
+        let w = w as usize;
         self.words[w].load(Ordering::Relaxed) & bit != 0
     }
 

@@ -147,4 +147,12 @@ impl Error {
             source: source.into(),
         }
     }
+
+    /// An [`Error::Corrupt`], built out of line: the protocol's fast paths
+    /// carry only the call, so the formatting stays out of their code.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn corrupt(what: std::fmt::Arguments<'_>) -> Error {
+        Error::Corrupt(what.to_string())
+    }
 }

@@ -317,11 +317,13 @@ impl Owner {
     }
 
     /// The participant entry.
+    #[inline]
     pub fn index(self) -> usize {
         (self.0 & 0xff) as usize - 1
     }
 
     /// The low bits of the incarnation this tag keeps.
+    #[inline]
     pub fn incarnation(self) -> u64 {
         u64::from(self.0 >> 8)
     }
@@ -432,11 +434,13 @@ pub mod part {
     pub const MASK: u64 = 3;
 
     /// Packs an entry state.
+    #[inline]
     pub const fn pack(incarnation: u64, status: u64) -> u64 {
         (incarnation << 2) | status
     }
 
     /// The incarnation of an entry state.
+    #[inline]
     pub const fn incarnation(state: u64) -> u64 {
         state >> 2
     }
@@ -621,6 +625,7 @@ impl Layout {
     }
 
     /// Byte offset of segment `seg` (which the caller has bounds-checked).
+    #[inline]
     pub fn segment_offset(&self, seg: usize) -> usize {
         debug_assert!(seg < self.count);
         self.segments_offset + seg * self.segment_stride

@@ -251,7 +251,13 @@ impl Reader {
     }
 
     fn unit(&self, taken: Taken) -> Unit {
-        hold(&self.region, taken.seg);
+        // The first view: a plain store, not an increment. The segment was
+        // free and is HELD by this take now, so no view of it is alive in
+        // this process; the last one's accesses to the count (a load or a
+        // decrement, then the release) happen-before this store through the
+        // protocol (its release, the next claim, commit, and our take).
+        // Relaxed: nothing else is published by the count itself.
+        self.region.holders(taken.seg).store(1, Ordering::Relaxed);
         Unit {
             region: self.region.clone(),
             taken,
@@ -301,11 +307,11 @@ pub struct Unit {
 /// the segment under live views.
 const MAX_HOLDERS: u32 = u32::MAX >> 1;
 
-/// Counts one more view of `seg`; aborts the process on overflow.
+/// Counts one more view of `seg` (a clone); aborts the process on overflow.
 #[inline]
 fn hold(region: &Region, seg: usize) {
     // Relaxed, as in `Arc::clone`: a new reference is made from an existing
-    // one (or from the take), which keeps the segment held meanwhile.
+    // one, which keeps the segment held meanwhile.
     if region.holders(seg).fetch_add(1, Ordering::Relaxed) > MAX_HOLDERS {
         // Only 2^31 leaked clones get here (`mem::forget` in a loop); the
         // count stays far from wrapping because every thread aborts first.
@@ -331,14 +337,21 @@ impl Drop for Unit {
             // Inherited through fork: the parent still reads this segment.
             return;
         }
+        let holders = self.region.holders(self.taken.seg);
+        // The only view (the common case): nobody can clone it, since
+        // cloning needs a reference and `drop` has the only one, and no new
+        // view of a HELD segment can start elsewhere; so release it with a
+        // load instead of a decrement, as `Arc::get_mut` tells uniqueness.
+        // The count keeps its 1; the next take stores 1 anyway.
+        // Acquire pairs with the Release decrements of clones dropped
+        // before, so their reads of the bytes happen-before the release.
+        if holders.load(Ordering::Acquire) == 1 {
+            self.region.control().release(&self.taken);
+            return;
+        }
         // Release/Acquire as in `Arc::drop`: every clone's reads of the
         // bytes happen-before the release that lets a writer reuse them.
-        if self
-            .region
-            .holders(self.taken.seg)
-            .fetch_sub(1, Ordering::Release)
-            == 1
-        {
+        if holders.fetch_sub(1, Ordering::Release) == 1 {
             std::sync::atomic::fence(Ordering::Acquire);
             self.region.control().release(&self.taken);
         }
@@ -481,6 +494,7 @@ impl Unit {
 
 impl std::ops::Deref for Unit {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.as_bytes()
     }

@@ -196,7 +196,7 @@ impl<'a> Ring<'a> {
                 _ => {
                     let now = self.tail.load(Ordering::Acquire);
                     if now == t {
-                        return Err(Error::Corrupt(format!(
+                        return Err(Error::corrupt(format_args!(
                             "publish ring slot for ticket {t} still holds an older ticket"
                         )));
                     }
@@ -204,12 +204,12 @@ impl<'a> Ring<'a> {
                 }
             }
         }
-        Err(Error::Corrupt("publish ring never settles".into()))
+        Err(Error::corrupt(format_args!("publish ring never settles")))
     }
 
     /// The filled slot at the head, if any (only tickets below `end` when
     /// given). Helps `head` past slots already emptied.
-    #[inline]
+    #[inline(always)]
     pub fn peek(&self, end: Option<u64>) -> Result<Option<Peeked>> {
         let mut h = self.head.load(Ordering::Acquire);
         for _ in 0..RETRY_BUDGET {
@@ -236,7 +236,7 @@ impl<'a> Ring<'a> {
                 _ => {
                     let now = self.head.load(Ordering::Acquire);
                     if now == h {
-                        return Err(Error::Corrupt(format!(
+                        return Err(Error::corrupt(format_args!(
                             "publish ring slot for ticket {h} is behind the consumer"
                         )));
                     }
@@ -244,7 +244,7 @@ impl<'a> Ring<'a> {
                 }
             }
         }
-        Err(Error::Corrupt("publish ring never settles".into()))
+        Err(Error::corrupt(format_args!("publish ring never settles")))
     }
 
     /// Empties the slot `p` came from (if nobody did yet) and moves `head`

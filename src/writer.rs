@@ -71,35 +71,45 @@ impl Writer {
     /// [`Error::Exhausted`] at once if none is free and the timeout is zero,
     /// [`Error::Timeout`] after it, [`Error::Shutdown`] after
     /// `shutdown_arena`.
+    #[inline]
     pub fn begin_unit(&self) -> Result<UnitWriter> {
         self.begin_unit_timeout(self.acquire_timeout)
     }
 
     /// [`begin_unit`](Self::begin_unit) with its own timeout.
+    #[inline]
     pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
         self.region.check_not_inherited()?;
         let ctl = self.region.control();
-        let me = self.region.me();
-        let lease = if timeout.is_zero() {
-            ctl.try_begin(me)?
-                .ok_or(Error::Exhausted { count: ctl.count() })?
-        } else if let Some(lease) = ctl.try_begin(me)? {
-            // Fast path: a free segment, so no deadline to compute (no clock read).
-            lease
-        } else {
-            let _sleeping = self.region.sleeping();
-            let before_sleep = || self.policy.before_sleep(&self.region);
-            let blocked_at = std::time::Instant::now();
-            let lease = ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep));
-            // Every way out counts: a side that only times out waits for real.
-            self.policy.blocked_for(blocked_at.elapsed());
-            lease?
+        // Fast path: a free segment, so no deadline to compute (no clock read).
+        let lease = match ctl.try_begin(self.region.me())? {
+            Some(lease) => lease,
+            None => self.begin_blocked(timeout)?,
         };
         Ok(UnitWriter {
             region: self.region.clone(),
             lease: Some(lease),
             cursor: 0,
         })
+    }
+
+    /// The way of `begin_unit` when no segment was free at first sight.
+    #[cold]
+    #[inline(never)]
+    fn begin_blocked(&self, timeout: Duration) -> Result<Lease> {
+        let (ctl, me) = (self.region.control(), self.region.me());
+        if timeout.is_zero() {
+            return ctl
+                .try_begin(me)?
+                .ok_or(Error::Exhausted { count: ctl.count() });
+        }
+        let _sleeping = self.region.sleeping();
+        let before_sleep = || self.policy.before_sleep(&self.region);
+        let blocked_at = std::time::Instant::now();
+        let lease = ctl.begin(me, &self.policy.wait(Some(timeout), &before_sleep));
+        // Every way out counts: a side that only times out waits for real.
+        self.policy.blocked_for(blocked_at.elapsed());
+        lease
     }
 
     /// Claims a free segment if one is free now: `Ok(None)` if not.

@@ -28,7 +28,7 @@ impl Control<'_> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_begin_in(
         &self,
         me: Owner,
@@ -43,24 +43,26 @@ impl Control<'_> {
         // caller's deadline, bound a peer that frees and re-takes behind
         // our back.
         let mut budget = Budget::new(deadline);
-        for round in 0..=self.count() {
-            if round > 0 && budget.spent() {
-                return Ok(None);
-            }
+        let mut rounds = 0;
+        loop {
             let Some(seg) = self.bitmap.try_claim() else {
                 return Ok(None);
             };
             if let Some(lease) = self.start_writing(seg, me, generation) {
                 return Ok(Some(lease));
             }
+            // Only a retry pays for the bookkeeping: `count + 1` rounds.
+            rounds += 1;
+            if rounds > self.count() || budget.spent() {
+                return Ok(None);
+            }
         }
-        Ok(None)
     }
 
     /// Takes the descriptor of `seg`, whose bit we just set. `None` if the
     /// descriptor is owned after all (the index lagged): the bit stays set,
     /// which is right for an owned segment.
-    #[inline]
+    #[inline(always)]
     fn start_writing(&self, seg: usize, me: Owner, generation: u32) -> Option<Lease> {
         let d = &self.descs[seg];
         // Relaxed: the bitmap CAS acquired the release that freed it; a
@@ -73,16 +75,12 @@ impl Control<'_> {
         // not (yet, or ever: killed), before this claim can end in turn.
         self.settle_record(d, st);
         let epoch = epoch_of(st).wrapping_add(1);
+        let writing = pack(epoch, Some(me), phase::WRITING);
         // AcqRel: Acquire pairs with `finish`'s Release (O2: the previous
         // owner's accesses happen-before ours, whichever way we found the
         // segment); Release gives recoverers and consumers this epoch's owner.
         d.state
-            .compare_exchange(
-                st,
-                pack(epoch, Some(me), phase::WRITING),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
+            .compare_exchange(st, writing, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
         // Relaxed: consumers read it after the commit's Release slot CAS.
         d.generation.store(generation, Ordering::Relaxed);

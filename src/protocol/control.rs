@@ -72,6 +72,7 @@ impl<'a> Control<'a> {
     }
 
     /// Number of segments.
+    #[inline]
     pub fn count(&self) -> usize {
         self.descs.len()
     }
@@ -82,12 +83,14 @@ impl<'a> Control<'a> {
     }
 
     /// Whether `shutdown` ran (sticky).
+    #[inline]
     pub fn is_shutdown(&self) -> bool {
         // Acquire pairs with the Release store in `shutdown` (O8).
         self.hdr.life.shutdown.load(Ordering::Acquire) == SHUT_DOWN
     }
 
     /// The current generation.
+    #[inline]
     pub fn generation(&self) -> u32 {
         // Acquire pairs with the AcqRel bump in `reset` (O9).
         self.hdr.life.generation.load(Ordering::Acquire)

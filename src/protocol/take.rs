@@ -31,10 +31,8 @@ impl Control<'_> {
         // that feeds more only gets this attempt reported empty, at the
         // latest when the caller's deadline passes.
         let mut budget = Budget::new(deadline);
-        for round in 0..=self.count() {
-            if round > 0 && budget.spent() {
-                return Ok(None);
-            }
+        let mut rounds = 0;
+        loop {
             match self.pop_before(me, None, &mut budget)? {
                 None if self.is_shutdown() => return Err(Error::Shutdown),
                 None => return Ok(None),
@@ -44,8 +42,12 @@ impl Control<'_> {
                 }
                 Some(t) => return Ok(Some(t)),
             }
+            // Only a retry pays for the bookkeeping: `count + 1` rounds.
+            rounds += 1;
+            if rounds > self.count() || budget.spent() {
+                return Ok(None);
+            }
         }
-        Ok(None)
     }
 
     /// Takes the next unit, waiting as `wait` allows.
@@ -58,7 +60,7 @@ impl Control<'_> {
     /// Takes the descriptor of the next ticket below `end` (WRITING or
     /// PUBLISHED -> HELD(me)), then empties its slot. Slots whose claim is
     /// gone (stale) are emptied and stepped over.
-    #[inline]
+    #[inline(always)]
     pub(super) fn pop_before(
         &self,
         me: Owner,
@@ -66,15 +68,13 @@ impl Control<'_> {
         budget: &mut Budget,
     ) -> Result<Option<Taken>> {
         // Honest rings hold at most `count` stale slots.
-        for round in 0..=2 * self.count() {
-            if round > 0 && budget.spent() {
-                return Ok(None);
-            }
+        let mut rounds = 0;
+        loop {
             let Some(p) = self.ring.peek(end)? else {
                 return Ok(None);
             };
             let Some(d) = self.descs.get(p.seg) else {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format_args!(
                     "ticket {} names segment {} of {}",
                     p.ticket,
                     p.seg,
@@ -88,14 +88,21 @@ impl Control<'_> {
             // Stale: its claim was taken by another consumer that has not
             // emptied the slot yet, or left by a consumer that died there.
             self.ring.consume(&p);
+            // `2 * count + 1` rounds, as on the first take's path.
+            rounds += 1;
+            if rounds > 2 * self.count() {
+                return Err(Error::corrupt(format_args!(
+                    "the publish ring holds more stale tickets than segments"
+                )));
+            }
+            if budget.spent() {
+                return Ok(None);
+            }
         }
-        Err(Error::Corrupt(
-            "the publish ring holds more stale tickets than segments".into(),
-        ))
     }
 
     /// The descriptor CAS of a take; `None` if the slot is stale.
-    #[inline]
+    #[inline(always)]
     fn take_desc(&self, me: Owner, d: &SegmentDesc, p: &Peeked) -> Result<Option<Taken>> {
         // Relaxed: `peek` acquired the slot (O1), so the publisher's claim
         // and everything it wrote before its slot CAS is visible.
@@ -132,19 +139,20 @@ impl Control<'_> {
                 Err(now) => st = now,
             }
         }
-        Err(Error::Corrupt(format!(
+        Err(Error::corrupt(format_args!(
             "segment {}'s descriptor never settles",
             p.seg
         )))
     }
 
     /// Bounds-checks what a peer wrote in a taken unit's descriptor.
+    #[inline(always)]
     fn checked(&self, t: Taken) -> Result<Taken> {
         if t.len <= self.segment_size && (t.len as u64) < (1 << 63) {
             return Ok(t);
         }
         self.release(&t);
-        Err(Error::Corrupt(format!(
+        Err(Error::corrupt(format_args!(
             "ticket {} claims {} bytes in a {}-byte segment",
             t.ticket, t.len, self.segment_size
         )))
@@ -221,6 +229,7 @@ impl Control<'_> {
     /// counted already (by us, by the releaser, or by anyone who saw the
     /// same RECLAIMED state). The CAS only moves the recorded epoch
     /// forward, so a late call for an older epoch counts nothing.
+    #[inline]
     pub(super) fn count_reclaim(&self, d: &SegmentDesc, epoch: u64) {
         self.record(d, epoch, 1);
     }
@@ -236,6 +245,7 @@ impl Control<'_> {
     /// fall 2^23 claims behind, however many claims end uncounted. Only a
     /// caller stalled between its load and its CAS while its segment goes
     /// through 2^23 more claims could count twice.
+    #[inline]
     pub(super) fn settle_record(&self, d: &SegmentDesc, st: u64) {
         match phase_of(st) {
             phase::RECLAIMED => self.record(d, epoch_of(st), 1),
@@ -246,6 +256,7 @@ impl Control<'_> {
 
     /// Moves `d`'s reclaim record to `epoch`, adding `count`, if `epoch` is
     /// ahead of what it records.
+    #[inline]
     pub(super) fn record(&self, d: &SegmentDesc, epoch: u64, count: u64) {
         const MASK: u64 = (1 << RECLAIM_EPOCH_BITS) - 1;
         let mut cur = d.reclaims.load(Ordering::Relaxed);

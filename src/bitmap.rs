@@ -50,6 +50,21 @@ pub const WAITER: u64 = 1 << 63;
 /// The segment bits of a word.
 const SEGMENTS: u64 = !WAITER;
 
+/// The word and the bit of segment `seg`: no division for the first
+/// word's segments (every pool of up to 63), and one in 32 bits for the
+/// rest (`seg` < `MAX_COUNT`), cheaper than in 64.
+#[inline]
+fn locate(seg: usize) -> (usize, u64) {
+    const BITS: u32 = BITS_PER_WORD as u32;
+    const _: () = assert!(crate::layout::MAX_COUNT <= u32::MAX as usize);
+    let (w, bit) = if seg < BITS_PER_WORD {
+        (0, seg as u32)
+    } else {
+        ((seg as u32) / BITS, (seg as u32) % BITS)
+    };
+    (w as usize, 1u64 << bit)
+}
+
 /// A view of the bitmap words in the control page.
 #[derive(Clone, Copy, Debug)]
 pub struct Bitmap<'a> {
@@ -127,11 +142,7 @@ impl<'a> Bitmap<'a> {
     /// flag was set: then the caller must wake every sleeping producer.
     #[inline]
     pub fn release(&self, seg: usize) -> bool {
-        // In 32 bits (`seg` < MAX_COUNT): a cheaper division than in 64.
-        const _: () = assert!(crate::layout::MAX_COUNT <= u32::MAX as usize);
-        const BITS: u32 = BITS_PER_WORD as u32;
-        let (w, bit) = ((seg as u32) / BITS, 1u64 << ((seg as u32) % BITS));
-        let w = w as usize;
+        let (w, bit) = locate(seg);
         // Release pairs with the Acquire CAS in `try_claim`: the previous
         // owner's accesses happen-before the next owner's. Acquire pairs
         // with the Release half of `arm`: a producer's sequence load before
@@ -176,11 +187,7 @@ impl<'a> Bitmap<'a> {
 
     /// Whether `seg`'s bit is set (a snapshot).
     pub fn is_owned(&self, seg: usize) -> bool {
-        // In 32 bits (`seg` < MAX_COUNT): a cheaper division than in 64.
-        const _: () = assert!(crate::layout::MAX_COUNT <= u32::MAX as usize);
-        const BITS: u32 = BITS_PER_WORD as u32;
-        let (w, bit) = ((seg as u32) / BITS, 1u64 << ((seg as u32) % BITS));
-        let w = w as usize;
+        let (w, bit) = locate(seg);
         self.words[w].load(Ordering::Relaxed) & bit != 0
     }
 

@@ -46,6 +46,7 @@
 //! ```
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
+use std::num::NonZeroU32;
 
 /// `b"SEGPOOL\0"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SEGPOOL\0");
@@ -306,26 +307,28 @@ pub const RECLAIM_EPOCH_BITS: u32 = 24;
 /// claimed the segment, so a recoverer of one incarnation never touches
 /// what the next process in the same entry owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Owner(u32);
+pub struct Owner(NonZeroU32);
 
 impl Owner {
     /// Owner tag for entry `index` at `incarnation`.
     pub fn new(index: usize, incarnation: u64) -> Owner {
         debug_assert!(index < MAX_PARTICIPANTS);
         let inc = (incarnation & ((1 << INCARNATION_BITS) - 1)) as u32;
-        Owner((inc << 8) | (index as u32 + 1))
+        // Never zero: the low byte is `index + 1` (so `Option<Owner>`, and
+        // the leases and units that hold one, need no separate tag).
+        Owner(NonZeroU32::MIN.saturating_add((inc << 8) | index as u32))
     }
 
     /// The participant entry.
     #[inline]
     pub fn index(self) -> usize {
-        (self.0 & 0xff) as usize - 1
+        (self.0.get() & 0xff) as usize - 1
     }
 
     /// The low bits of the incarnation this tag keeps.
     #[inline]
     pub fn incarnation(self) -> u64 {
-        u64::from(self.0 >> 8)
+        u64::from(self.0.get() >> 8)
     }
 
     /// Whether the participant entry state `st` is ALIVE at the
@@ -337,7 +340,7 @@ impl Owner {
     }
 
     fn bits(self) -> u64 {
-        u64::from(self.0)
+        u64::from(self.0.get())
     }
 }
 
@@ -345,7 +348,7 @@ impl Owner {
 #[inline]
 pub const fn pack(epoch: u64, owner: Option<Owner>, phase: u64) -> u64 {
     let owner = match owner {
-        Some(o) => o.0 as u64,
+        Some(o) => o.0.get() as u64,
         None => 0,
     };
     ((epoch & EPOCH_MASK) << EPOCH_SHIFT) | (owner << OWNER_SHIFT) | phase
@@ -367,7 +370,9 @@ pub const fn phase_of(state: u64) -> u64 {
 #[inline]
 pub fn owner_of(state: u64) -> Option<Owner> {
     let bits = ((state >> OWNER_SHIFT) & ((1 << OWNER_BITS) - 1)) as u32;
-    (bits & 0xff != 0).then_some(Owner(bits))
+    NonZeroU32::new(bits)
+        .filter(|b| b.get() & 0xff != 0)
+        .map(Owner)
 }
 
 impl Owner {

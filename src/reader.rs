@@ -126,17 +126,51 @@ impl Reader {
 
     /// The next unit, waiting as long as it takes. [`Error::Shutdown`] once
     /// the pool is shut down and every unit published before was received.
+    #[inline]
     pub fn recv(&self) -> Result<Unit> {
+        // The common case inline (a unit is there: no deadline to compute,
+        // no clock read), the rest out of line.
+        if let Some(taken) = self.take_first() {
+            return taken.map(|t| self.unit(t));
+        }
         self.wait(None)
     }
 
     /// The next unit, waiting at most `timeout` ([`Error::Timeout`] after).
+    #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Unit> {
+        if let Some(taken) = self.take_first() {
+            return taken.map(|t| self.unit(t));
+        }
         self.wait(Some(timeout))
     }
 
     /// The next unit if one is published now: `Ok(None)` if not.
+    #[inline]
     pub fn try_recv(&self) -> Result<Option<Unit>> {
+        if let Some(taken) = self.take_first() {
+            return taken.map(|t| Some(self.unit(t)));
+        }
+        self.try_recv_again()
+    }
+
+    /// The first try of every receive, inlined into it (the protocol's
+    /// common case of a take, which `try_take` also starts with), where
+    /// this reader may act (see [`Region::acting`]) and no unit is pending
+    /// (those come first). `None`: the receive's whole way, out of line.
+    #[inline(always)]
+    fn take_first(&self) -> Option<Result<Taken>> {
+        // Relaxed: see `Pending::pop`.
+        if !self.region.acting() || self.pending.len.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        self.region.control().take_first(self.region.me())
+    }
+
+    /// The whole of `try_recv`, for when its first try did not do.
+    #[cold]
+    #[inline(never)]
+    fn try_recv_again(&self) -> Result<Option<Unit>> {
         self.region.check_not_inherited()?;
         if let Some(u) = self.pending.pop() {
             return Ok(Some(u));
@@ -206,6 +240,9 @@ impl Reader {
         self.pending.len.load(Ordering::Relaxed)
     }
 
+    /// The whole of `recv`, for when its first try did not do.
+    #[cold]
+    #[inline(never)]
     fn wait(&self, timeout: Option<Duration>) -> Result<Unit> {
         self.region.check_not_inherited()?;
         if let Some(u) = self.pending.pop() {
@@ -250,6 +287,7 @@ impl Reader {
         out
     }
 
+    #[inline(always)]
     fn unit(&self, taken: Taken) -> Unit {
         // The first view: a plain store, not an increment. The segment was
         // free and is HELD by this take now, so no view of it is alive in
@@ -332,6 +370,7 @@ impl Clone for Unit {
 }
 
 impl Drop for Unit {
+    #[inline]
     fn drop(&mut self) {
         if self.region.inherited() {
             // Inherited through fork: the parent still reads this segment.

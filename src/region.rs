@@ -191,15 +191,23 @@ impl Region {
         crate::fork::current() != self.fork_generation
     }
 
-    /// `Err(Forked)` in a process that inherited this region through fork,
-    /// `Err(WitnessLost)` once our liveness lock was found gone.
+    /// Whether this process may act on the pool through this region: not
+    /// inherited through fork, and our liveness lock not found gone (what
+    /// [`check_not_inherited`](Self::check_not_inherited) says, as a bool).
     #[inline]
-    pub(crate) fn check_not_inherited(&self) -> Result<()> {
+    pub(crate) fn acting(&self) -> bool {
         // Relaxed: a process-local word this process wrote (`lose_witness`).
         let acting = self
             .acting_generation
             .load(std::sync::atomic::Ordering::Relaxed);
-        if crate::fork::current() != acting {
+        crate::fork::current() == acting
+    }
+
+    /// `Err(Forked)` in a process that inherited this region through fork,
+    /// `Err(WitnessLost)` once our liveness lock was found gone.
+    #[inline]
+    pub(crate) fn check_not_inherited(&self) -> Result<()> {
+        if !self.acting() {
             return Err(if self.inherited() {
                 Error::Forked
             } else {

@@ -152,6 +152,39 @@ impl<'a> Ring<'a> {
     /// consumer had flagged that slot (then the caller must wake consumers).
     #[inline]
     pub fn push(&self, seg: usize, epoch: u64) -> Result<(u64, bool)> {
+        match self.push_first(seg, epoch) {
+            Some(pushed) => Ok(pushed),
+            None => self.push_again(seg, epoch),
+        }
+    }
+
+    /// The loop's first try alone, small enough to inline: the slot at
+    /// `tail` is empty at its lap and our CAS fills it. `None` if it finds
+    /// anything else or loses the CAS, having changed nothing; the loop
+    /// then starts over from `tail`. Orderings as in the loop.
+    #[inline(always)]
+    fn push_first(&self, seg: usize, epoch: u64) -> Option<(u64, bool)> {
+        let t = self.tail.load(Ordering::Acquire);
+        let slot = self.slot(t);
+        let word = slot.load(Ordering::Acquire);
+        if lap(word, t) != 0 || seg_of(word).is_some() || !self.within_lap(self.tail, t) {
+            return None;
+        }
+        slot.compare_exchange(
+            word,
+            full(t, seg, epoch),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .ok()?;
+        self.advance(self.tail, t);
+        Some((t, word & WAITER != 0))
+    }
+
+    /// The whole of `push`, for when its first try did not do.
+    #[cold]
+    #[inline(never)]
+    fn push_again(&self, seg: usize, epoch: u64) -> Result<(u64, bool)> {
         // Acquire pairs with `advance`: every earlier claim and publish
         // happens-before our slot load (docs/protocol.md, section 4).
         let mut t = self.tail.load(Ordering::Acquire);
@@ -209,6 +242,26 @@ impl<'a> Ring<'a> {
 
     /// The filled slot at the head, if any (only tickets below `end` when
     /// given). Helps `head` past slots already emptied.
+    /// [`peek`](Self::peek)'s first look alone, small enough to inline:
+    /// the filled slot at `head` if that is what it finds; `None` for
+    /// anything else (empty, `head` lagging or stale, a broken slot), which
+    /// `peek` then sorts out. Changes nothing.
+    #[inline(always)]
+    pub fn peek_first(&self) -> Option<Peeked> {
+        let h = self.head.load(Ordering::Acquire);
+        // Acquire pairs with the publisher's slot CAS (O1), as in `peek`.
+        let word = self.slot(h).load(Ordering::Acquire);
+        match (lap(word, h), seg_of(word)) {
+            (0, Some(seg)) if self.within_lap(self.head, h) => Some(Peeked {
+                ticket: h,
+                seg,
+                epoch: epoch_of(word),
+                word,
+            }),
+            _ => None,
+        }
+    }
+
     #[inline(always)]
     pub fn peek(&self, end: Option<u64>) -> Result<Option<Peeked>> {
         let mut h = self.head.load(Ordering::Acquire);

@@ -79,29 +79,38 @@ impl Writer {
     /// [`begin_unit`](Self::begin_unit) with its own timeout.
     #[inline]
     pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
-        self.region.check_not_inherited()?;
-        let ctl = self.region.control();
-        // Fast path: a free segment, so no deadline to compute (no clock read).
-        let lease = match ctl.try_begin(self.region.me())? {
-            Some(lease) => lease,
-            None => self.begin_blocked(timeout)?,
-        };
-        Ok(UnitWriter {
+        // The common case inline (a free segment: no deadline to compute,
+        // no clock read), the rest out of line.
+        if self.region.acting()
+            && let Some(lease) = self.region.control().claim_first(self.region.me())
+        {
+            return Ok(self.unit_writer(lease));
+        }
+        let lease = self.begin_again(timeout)?;
+        Ok(self.unit_writer(lease))
+    }
+
+    #[inline(always)]
+    fn unit_writer(&self, lease: Lease) -> UnitWriter {
+        UnitWriter {
             region: self.region.clone(),
             lease: Some(lease),
             cursor: 0,
-        })
+        }
     }
 
-    /// The way of `begin_unit` when no segment was free at first sight.
+    /// The whole of `begin_unit`, for when its first try did not do.
     #[cold]
     #[inline(never)]
-    fn begin_blocked(&self, timeout: Duration) -> Result<Lease> {
+    fn begin_again(&self, timeout: Duration) -> Result<Lease> {
+        self.region.check_not_inherited()?;
         let (ctl, me) = (self.region.control(), self.region.me());
+        // A free segment after all.
+        if let Some(lease) = ctl.try_begin(me)? {
+            return Ok(lease);
+        }
         if timeout.is_zero() {
-            return ctl
-                .try_begin(me)?
-                .ok_or(Error::Exhausted { count: ctl.count() });
+            return Err(Error::Exhausted { count: ctl.count() });
         }
         let _sleeping = self.region.sleeping();
         let before_sleep = || self.policy.before_sleep(&self.region);
@@ -113,14 +122,11 @@ impl Writer {
     }
 
     /// Claims a free segment if one is free now: `Ok(None)` if not.
+    #[inline]
     pub fn try_begin_unit(&self) -> Result<Option<UnitWriter>> {
         self.region.check_not_inherited()?;
         let lease = self.region.control().try_begin(self.region.me())?;
-        Ok(lease.map(|lease| UnitWriter {
-            region: self.region.clone(),
-            lease: Some(lease),
-            cursor: 0,
-        }))
+        Ok(lease.map(|lease| self.unit_writer(lease)))
     }
 }
 
@@ -146,6 +152,7 @@ impl fmt::Debug for UnitWriter {
 }
 
 impl UnitWriter {
+    #[inline]
     fn lease(&self) -> &Lease {
         self.lease
             .as_ref()
@@ -175,6 +182,7 @@ impl UnitWriter {
     }
 
     /// Capacity of the segment.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.region.layout().segment_size
     }
@@ -194,6 +202,7 @@ impl UnitWriter {
     }
 
     /// The whole segment, writable. Only this unit can see it until commit.
+    #[inline]
     fn range_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
         assert!(
             offset
@@ -215,6 +224,7 @@ impl UnitWriter {
 
     /// Reserves `nbytes` at the next 64-byte-aligned offset; returns that
     /// offset. [`Error::TooLarge`] if they do not fit (nothing changes).
+    #[inline]
     fn claim_range(&mut self, nbytes: usize) -> Result<usize> {
         // Inherited through fork: the segment is the parent's to write.
         self.region.check_not_inherited()?;
@@ -239,6 +249,7 @@ impl UnitWriter {
     /// [`Unit::read_binary`](crate::Unit::read_binary).
     /// [`Error::TooLarge`] if it does not fit: nothing is written and the
     /// unit stays open.
+    #[inline]
     pub fn write_binary(&mut self, data: &[u8]) -> Result<(usize, usize)> {
         let offset = self.claim_range(data.len())?;
         self.range_mut(offset, data.len()).copy_from_slice(data);
@@ -260,6 +271,7 @@ impl UnitWriter {
     /// # assert_eq!(u.read_binary(offset, 4)?, &7u32.to_le_bytes());
     /// # Ok::<(), segpool::Error>(())
     /// ```
+    #[inline]
     pub fn reserve(&mut self, nbytes: usize) -> Result<(usize, &mut [u8])> {
         let offset = self.claim_range(nbytes)?;
         Ok((offset, self.range_mut(offset, nbytes)))
@@ -295,6 +307,7 @@ impl UnitWriter {
     /// A commit that races `shutdown_arena` may still succeed after the
     /// consumer stopped receiving: `Ok` means "published", not "will be
     /// received". The unit's segment comes back when the pool is dropped.
+    #[inline]
     pub fn commit_unit(mut self) -> Result<usize> {
         // Inherited through fork: the parent owns the segment (and `Drop`
         // leaves it alone).
@@ -309,6 +322,7 @@ impl UnitWriter {
         self.abort_now();
     }
 
+    #[inline]
     fn abort_now(&mut self) {
         if let Some(lease) = self.lease.take() {
             // In a fork child the lease is the parent's, which still writes
@@ -321,6 +335,7 @@ impl UnitWriter {
 }
 
 impl Drop for UnitWriter {
+    #[inline]
     fn drop(&mut self) {
         self.abort_now();
     }

@@ -12,9 +12,36 @@ use std::time::Instant;
 impl Control<'_> {
     /// Claims a free segment for writing, without waiting.
     /// `Ok(None)`: none free. `Err(Shutdown)` after `shutdown`.
-    #[inline]
+    #[inline(always)]
     pub fn try_begin(&self, me: Owner) -> Result<Option<Lease>> {
+        match self.claim_first(me) {
+            Some(lease) => Ok(Some(lease)),
+            None => self.try_begin_again(me),
+        }
+    }
+
+    /// The whole of `try_begin`, for when its first try did not do.
+    #[cold]
+    #[inline(never)]
+    fn try_begin_again(&self, me: Owner) -> Result<Option<Lease>> {
         self.try_begin_in(me, self.generation(), None)
+    }
+
+    /// The common case of a claim in straight-line code, small enough to
+    /// inline into an endpoint: not shut down, a free bit set in the index,
+    /// and the descriptor CAS won. `None` sends the caller to
+    /// `try_begin_in`, which takes the same steps in its loop and sorts out
+    /// every other case: nothing was changed, or a bit was set over a
+    /// segment whose descriptor is owned after all, which is right for it
+    /// (see `start_writing`).
+    #[inline(always)]
+    pub fn claim_first(&self, me: Owner) -> Option<Lease> {
+        let generation = self.generation();
+        if self.is_shutdown() {
+            return None;
+        }
+        let seg = self.bitmap.try_claim()?;
+        self.start_writing(seg, me, generation)
     }
 
     /// Claims a free segment, waiting for one as `wait` allows. The lease
@@ -89,6 +116,7 @@ impl Control<'_> {
             epoch: epoch & EPOCH_MASK,
             generation,
             owner: me,
+            state: writing,
         })
     }
 
@@ -101,19 +129,16 @@ impl Control<'_> {
     pub fn commit(&self, lease: Lease, len: usize) -> Result<u64> {
         debug_assert!(len <= self.segment_size);
         if self.is_shutdown() {
-            self.abort(lease);
-            return Err(Error::Shutdown);
+            return Err(self.refuse(lease, Error::Shutdown));
         }
         if lease.generation != self.generation() {
-            self.abort(lease);
-            return Err(Error::Stale);
+            return Err(self.refuse(lease, Error::Stale));
         }
         let d = &self.descs[lease.seg];
         // Relaxed: only a recoverer that took us for dead changes our
         // descriptor; this spares the consumer a stale slot in that case.
         if d.state.load(Ordering::Relaxed) != lease.state() {
-            self.check_alive(lease.owner)?;
-            return Err(Error::Stale);
+            return Err(self.taken_back(lease.owner));
         }
         // Our liveness lock is gone if our entry was recovered: stop here
         // rather than publish from a process the others think dead.
@@ -122,16 +147,32 @@ impl Control<'_> {
         d.len.store(len as u64, Ordering::Relaxed);
         let (ticket, flagged) = match self.ring.push(lease.seg, lease.epoch) {
             Ok(pushed) => pushed,
-            Err(e) => {
-                // A corrupt ring: nothing was published, the segment is ours.
-                self.abort(lease);
-                return Err(e);
-            }
+            // A corrupt ring: nothing was published, the segment is ours.
+            Err(e) => return Err(self.refuse(lease, e)),
         };
         if flagged {
             notify(&self.hdr.data);
         }
         Ok(ticket)
+    }
+
+    /// A commit that cannot publish: the segment goes back, `why` is said.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, lease: Lease, why: Error) -> Error {
+        self.abort(lease);
+        why
+    }
+
+    /// A commit whose descriptor is no longer ours: `WitnessLost` if we
+    /// were taken for dead, `Stale` otherwise.
+    #[cold]
+    #[inline(never)]
+    fn taken_back(&self, owner: Owner) -> Error {
+        match self.check_alive(owner) {
+            Err(e) => e,
+            Ok(()) => Error::Stale,
+        }
     }
 
     /// Gives a claimed, uncommitted segment back. Returns false if the lease

@@ -14,9 +14,45 @@ impl Control<'_> {
     /// Takes the next unit of this generation without waiting.
     /// `Ok(None)`: nothing published. `Err(Shutdown)`: nothing published and
     /// the pool is shut down (units published before shutdown still come out).
-    #[inline]
+    #[inline(always)]
     pub fn try_take(&self, me: Owner) -> Result<Option<Taken>> {
+        match self.take_first(me) {
+            Some(taken) => taken.map(Some),
+            None => self.try_take_again(me),
+        }
+    }
+
+    /// The whole of `try_take`, for when its first try did not do.
+    #[cold]
+    #[inline(never)]
+    fn try_take_again(&self, me: Owner) -> Result<Option<Taken>> {
         self.try_take_until(me, None)
+    }
+
+    /// The common case of a take in straight-line code, small enough to
+    /// inline into an endpoint: we are alive, the head slot holds a unit,
+    /// its descriptor CAS wins, and the unit is sound and of this
+    /// generation. `None` sends the caller to `try_take_until`, which takes
+    /// the same steps in its loops and sorts out every other case: nothing
+    /// was changed, or a unit claimed before a `reset` was released, as the
+    /// loop does with it. `Some(Err)`: a unit whose descriptor a peer
+    /// garbled (released, as the loop does).
+    #[inline(always)]
+    pub fn take_first(&self, me: Owner) -> Option<Result<Taken>> {
+        self.check_alive(me).ok()?;
+        let p = self.ring.peek_first()?;
+        let d = self.descs.get(p.seg)?;
+        let t = self.take_desc(me, d, &p).ok()??;
+        self.ring.consume(&p);
+        if !self.sound(&t) {
+            return Some(Err(self.unsound(&t)));
+        }
+        if t.generation != self.generation() {
+            // Claimed before a reset: never delivered.
+            self.release(&t);
+            return None;
+        }
+        Some(Ok(t))
     }
 
     #[inline(always)]
@@ -107,7 +143,9 @@ impl Control<'_> {
         // Relaxed: `peek` acquired the slot (O1), so the publisher's claim
         // and everything it wrote before its slot CAS is visible.
         let mut st = d.state.load(Ordering::Relaxed);
-        for _ in 0..64 {
+        // Only a lost CAS counts: the first try pays for no bookkeeping.
+        let mut lost = 0;
+        while lost < 64 {
             let ph = phase_of(st);
             let live = (ph == phase::WRITING || ph == phase::PUBLISHED)
                 && epoch_of(st) & SLOT_EPOCH_MASK == p.epoch;
@@ -138,6 +176,7 @@ impl Control<'_> {
                 }
                 Err(now) => st = now,
             }
+            lost += 1;
         }
         Err(Error::corrupt(format_args!(
             "segment {}'s descriptor never settles",
@@ -148,14 +187,27 @@ impl Control<'_> {
     /// Bounds-checks what a peer wrote in a taken unit's descriptor.
     #[inline(always)]
     fn checked(&self, t: Taken) -> Result<Taken> {
-        if t.len <= self.segment_size && (t.len as u64) < (1 << 63) {
+        if self.sound(&t) {
             return Ok(t);
         }
-        self.release(&t);
-        Err(Error::corrupt(format_args!(
+        Err(self.unsound(&t))
+    }
+
+    /// Whether the span a peer wrote in `t`'s descriptor fits the segment.
+    #[inline(always)]
+    fn sound(&self, t: &Taken) -> bool {
+        t.len <= self.segment_size && (t.len as u64) < (1 << 63)
+    }
+
+    /// Releases a taken unit that is not [`sound`](Self::sound) and says why.
+    #[cold]
+    #[inline(never)]
+    fn unsound(&self, t: &Taken) -> Error {
+        self.release(t);
+        Error::corrupt(format_args!(
             "ticket {} claims {} bytes in a {}-byte segment",
             t.ticket, t.len, self.segment_size
-        )))
+        ))
     }
 
     /// Returns a taken unit's segment to the pool (its last view dropped).
@@ -261,8 +313,9 @@ impl Control<'_> {
         const MASK: u64 = (1 << RECLAIM_EPOCH_BITS) - 1;
         let mut cur = d.reclaims.load(Ordering::Relaxed);
         // Bounded: only a peer rewriting the word forever makes it fail
-        // 64 times.
-        for _ in 0..64 {
+        // 64 times. Only a lost CAS counts, so the first try pays nothing.
+        let mut lost = 0;
+        while lost < 64 {
             let ahead = (epoch.wrapping_sub(cur)) & MASK;
             if ahead == 0 || ahead > MASK / 2 {
                 return; // recorded, or a newer end is recorded already
@@ -277,6 +330,7 @@ impl Control<'_> {
                 Ok(_) => return,
                 Err(now) => cur = now,
             }
+            lost += 1;
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct Lease {
     pub generation: u32,
     /// Who claimed it.
     pub owner: Owner,
+    /// The descriptor's state word this claim set (WRITING, `owner`,
+    /// `epoch`), kept so a commit or abort compares it without packing.
+    pub(super) state: u64,
 }
 
 impl Lease {
@@ -23,8 +26,13 @@ impl Lease {
         UnitId::new(self.seg, self.epoch)
     }
 
+    #[inline]
     pub(super) fn state(&self) -> u64 {
-        pack(self.epoch, Some(self.owner), phase::WRITING)
+        debug_assert_eq!(
+            self.state,
+            pack(self.epoch, Some(self.owner), phase::WRITING)
+        );
+        self.state
     }
 }
 

@@ -38,7 +38,7 @@
 //! `crate::protocol`).
 
 use crate::layout::BITS_PER_WORD;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, prefetch_write};
 
 /// How many failed compare-and-swaps one claim tolerates before it gives up.
 /// Honest contention never gets near this; it bounds a hostile peer that
@@ -55,14 +55,22 @@ const SEGMENTS: u64 = !WAITER;
 /// rest (`seg` < `MAX_COUNT`), cheaper than in 64.
 #[inline]
 fn locate(seg: usize) -> (usize, u64) {
+    if seg < BITS_PER_WORD {
+        (0, 1u64 << seg)
+    } else {
+        locate_beyond(seg)
+    }
+}
+
+/// [`locate`] past the first word, kept out of line so that the division
+/// is never worked out ahead for the first word's segments.
+#[cold]
+#[inline(never)]
+fn locate_beyond(seg: usize) -> (usize, u64) {
     const BITS: u32 = BITS_PER_WORD as u32;
     const _: () = assert!(crate::layout::MAX_COUNT <= u32::MAX as usize);
-    let (w, bit) = if seg < BITS_PER_WORD {
-        (0, seg as u32)
-    } else {
-        ((seg as u32) / BITS, (seg as u32) % BITS)
-    };
-    (w as usize, 1u64 << bit)
+    let seg = seg as u32;
+    ((seg / BITS) as usize, 1u64 << (seg % BITS))
 }
 
 /// A view of the bitmap words in the control page.
@@ -111,6 +119,8 @@ impl<'a> Bitmap<'a> {
         let mut budget = CAS_BUDGET;
         for (i, w) in self.words.iter().enumerate() {
             let padding = self.padding(i);
+            // The CAS below writes the word: fetch it ready for that.
+            prefetch_write(w);
             // Relaxed: a stale value only costs a failed CAS.
             let mut cur = w.load(Ordering::Relaxed);
             loop {
@@ -151,7 +161,11 @@ impl<'a> Bitmap<'a> {
         let order = Ordering::AcqRel;
         #[cfg(segpool_mutant = "relaxed_release")] // loom-tests mutant
         let order = Ordering::Acquire;
-        let prev = self.words[w].fetch_and(!(bit | WAITER), order);
+        let word = &self.words[w];
+        // A claimer wrote the word last, most likely: on x86 this RMW is a
+        // load and a CAS, so fetch the line ready to be written.
+        prefetch_write(word);
+        let prev = word.fetch_and(!(bit | WAITER), order);
         #[cfg(segpool_mutant = "flag_ignored")] // loom-tests mutant: flag not reported
         let prev = prev & !WAITER;
         prev & WAITER != 0

@@ -195,12 +195,27 @@ impl Mapping {
     /// Start of segment `seg` (< count): `segment_size` writable bytes.
     #[inline]
     pub(crate) fn segment_ptr(&self, seg: usize) -> *mut u8 {
+        let offset = self.segment_offset(seg);
+        // SAFETY: `segment_offset` checked seg < count, so the offset (and
+        // the segment's `segment_size` bytes past it) is inside the mapping.
+        unsafe { self.base().add(offset) }
+    }
+
+    /// Where segment `seg` (< count, or a panic) starts, in bytes from
+    /// [`base`](Self::base).
+    #[inline]
+    pub(crate) fn segment_offset(&self, seg: usize) -> usize {
         assert!(
             seg < self.layout.count,
             "segment index checked by the protocol"
         );
-        // SAFETY: seg < count, so the offset is inside the mapping.
-        unsafe { self.map.as_mut_ptr().add(self.layout.segment_offset(seg)) }
+        self.layout.segment_offset(seg)
+    }
+
+    /// The mapping's first byte.
+    #[inline]
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
     }
 
     /// The memfd or shm object.

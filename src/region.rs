@@ -337,6 +337,19 @@ impl Region {
         self.mapping.segment_ptr(seg)
     }
 
+    /// Where segment `seg` (< count, or a panic) starts, in bytes from
+    /// [`base`](Self::base): worked out once per unit by a writer.
+    #[inline]
+    pub(crate) fn segment_offset(&self, seg: usize) -> usize {
+        self.mapping.segment_offset(seg)
+    }
+
+    /// The mapping's first byte.
+    #[inline]
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.mapping.base()
+    }
+
     /// The process-local count of units holding `seg` (< count).
     #[inline]
     pub(crate) fn holders(&self, seg: usize) -> &std::sync::atomic::AtomicU32 {

@@ -39,7 +39,7 @@
 //! written by a broken peer: [`Error::Corrupt`].
 
 use crate::error::{Error, Result};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, prefetch_write};
 
 const TICKET_BITS: u32 = 19;
 const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
@@ -166,6 +166,8 @@ impl<'a> Ring<'a> {
     fn push_first(&self, seg: usize, epoch: u64) -> Option<(u64, bool)> {
         let t = self.tail.load(Ordering::Acquire);
         let slot = self.slot(t);
+        // The CAS below writes the line a consumer emptied last.
+        prefetch_write(slot);
         let word = slot.load(Ordering::Acquire);
         if lap(word, t) != 0 || seg_of(word).is_some() || !self.within_lap(self.tail, t) {
             return None;
@@ -250,14 +252,21 @@ impl<'a> Ring<'a> {
     pub fn peek_first(&self) -> Option<Peeked> {
         let h = self.head.load(Ordering::Acquire);
         // Acquire pairs with the publisher's slot CAS (O1), as in `peek`.
-        let word = self.slot(h).load(Ordering::Acquire);
+        let slot = self.slot(h);
+        let word = slot.load(Ordering::Acquire);
         match (lap(word, h), seg_of(word)) {
-            (0, Some(seg)) if self.within_lap(self.head, h) => Some(Peeked {
-                ticket: h,
-                seg,
-                epoch: epoch_of(word),
-                word,
-            }),
+            (0, Some(seg)) if self.within_lap(self.head, h) => {
+                // A unit: `consume` will write the slot. The load fetched
+                // the line shared; ask for it writable while the caller
+                // takes the descriptor.
+                prefetch_write(slot);
+                Some(Peeked {
+                    ticket: h,
+                    seg,
+                    epoch: epoch_of(word),
+                    word,
+                })
+            }
             _ => None,
         }
     }

@@ -92,11 +92,16 @@ impl Writer {
 
     #[inline(always)]
     fn unit_writer(&self, lease: Lease) -> UnitWriter {
-        UnitWriter {
+        let unit = UnitWriter {
             region: self.region.clone(),
+            offset: self.region.segment_offset(lease.seg),
             lease: Some(lease),
             cursor: 0,
-        }
+        };
+        // The unit's first bytes are written next, in a line a consumer
+        // read last: ask for it writable now (a cache hint).
+        crate::sync::prefetch_write_at(unit.as_mut_ptr());
+        unit
     }
 
     /// The whole of `begin_unit`, for when its first try did not do.
@@ -136,6 +141,9 @@ impl Writer {
 pub struct UnitWriter {
     /// Keeps the mapping alive while the unit is open.
     region: Arc<Region>,
+    /// Where the lease's segment starts in the mapping (checked against the
+    /// segment count once, at the claim).
+    offset: usize,
     /// `None` once committed or aborted.
     lease: Option<Lease>,
     /// Bytes used so far (the span `commit_unit` publishes).
@@ -198,7 +206,9 @@ impl UnitWriter {
     /// promises is the crate's one [raw access](crate#raw-access) contract.
     #[inline]
     pub fn as_mut_ptr(&self) -> *mut u8 {
-        self.region.segment_ptr(self.lease().seg)
+        // Wrapping: no promise is needed to form the address; it is inside
+        // the mapping because `offset` is a checked segment's start.
+        self.region.base().wrapping_add(self.offset)
     }
 
     /// The whole segment, writable. Only this unit can see it until commit.

@@ -6,7 +6,7 @@ use super::unit::Lease;
 use super::wait::{Budget, Side, Wait, notify};
 use crate::error::{Error, Result};
 use crate::layout::{EPOCH_MASK, Owner, epoch_of, pack, phase, phase_of};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, prefetch_write};
 use std::time::Instant;
 
 impl Control<'_> {
@@ -94,6 +94,8 @@ impl Control<'_> {
         let d = &self.descs[seg];
         // Relaxed: the bitmap CAS acquired the release that freed it; a
         // stale value only makes the CAS below fail.
+        // The claim CAS below writes the line a consumer wrote last.
+        prefetch_write(&d.state);
         let st = d.state.load(Ordering::Relaxed);
         if !phase::is_free(phase_of(st)) {
             return None;

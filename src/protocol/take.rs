@@ -7,7 +7,7 @@ use super::wait::{Budget, Side, Wait, notify};
 use crate::error::{Error, Result};
 use crate::layout::{Owner, RECLAIM_EPOCH_BITS, SegmentDesc, epoch_of, pack, phase, phase_of};
 use crate::ring::{Peeked, SLOT_EPOCH_MASK};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, prefetch_write};
 use std::time::Instant;
 
 impl Control<'_> {
@@ -42,6 +42,8 @@ impl Control<'_> {
         self.check_alive(me).ok()?;
         let p = self.ring.peek_first()?;
         let d = self.descs.get(p.seg)?;
+        // The descriptor CAS writes the line its publisher wrote last.
+        prefetch_write(&d.state);
         let t = self.take_desc(me, d, &p).ok()??;
         self.ring.consume(&p);
         if !self.sound(&t) {
@@ -219,7 +221,7 @@ impl Control<'_> {
 
     /// Moves `seg` from exactly `from` to FREE and frees its bit, waking
     /// sleeping producers if one flagged the bitmap.
-    #[inline]
+    #[inline(always)]
     pub(super) fn finish(&self, seg: usize, from: u64, counted: bool) -> bool {
         let Some(d) = self.descs.get(seg) else {
             return false;

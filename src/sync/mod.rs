@@ -11,6 +11,7 @@
 //! | [`FutexWord`]  | an `AtomicU32` + shared Linux futex | an `AtomicU32` + loom `Mutex`/`Condvar` emulation |
 //! | [`Backoff`]    | `crossbeam_utils::Backoff`          | completes at once (spinning only bloats the model) |
 //! | `Mutex`        | `std::sync::Mutex`                  | `loom::sync::Mutex` (one recoverer per description) |
+//! | [`prefetch_write`] | x86's `PREFETCHW` (a cache hint) | nothing                                     |
 
 #[cfg(not(loom))]
 mod imp {
@@ -40,6 +41,10 @@ mod imp {
 }
 
 mod futex_word;
+mod prefetch;
 
 pub(crate) use futex_word::{FutexWord, Wake};
 pub(crate) use imp::{AtomicU32, AtomicU64, Backoff, Mutex, Ordering};
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use prefetch::prefetch_write_at;
+pub(crate) use prefetch::prefetch_write;

@@ -174,7 +174,7 @@ mod tests {
         let me = block.join();
         for _ in 0..3 {
             let lease = ctl.try_begin(me).unwrap().unwrap();
-            let (seg, epoch) = (lease.seg, lease.epoch);
+            let (seg, epoch) = (lease.seg, lease.epoch());
             ctl.commit(lease, 8).unwrap();
             // What a hostile peer (or a dead consumer) leaves: the slot
             // names a claim the descriptor no longer has.

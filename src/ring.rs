@@ -88,8 +88,8 @@ fn epoch_of(word: u64) -> u64 {
 
 /// A filled slot a consumer found at the head: what it names, and the
 /// exact word, which [`Ring::consume`] empties.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peeked {
+#[derive(Clone, Copy, Debug)]
+pub struct Peeked<'a> {
     /// The ticket.
     pub ticket: u64,
     /// The segment it names (not yet bounds-checked).
@@ -97,6 +97,8 @@ pub struct Peeked {
     /// The low bits of the claim's epoch ([`SLOT_EPOCH_MASK`]).
     pub epoch: u64,
     word: u64,
+    /// Where it was found (`consume` empties it there).
+    slot: &'a AtomicU64,
 }
 
 /// A view of the ring and its two cursors in the control page.
@@ -124,7 +126,7 @@ impl<'a> Ring<'a> {
     }
 
     #[inline]
-    fn slot(&self, t: u64) -> &AtomicU64 {
+    fn slot(&self, t: u64) -> &'a AtomicU64 {
         &self.slots[(t & (self.slots.len() as u64 - 1)) as usize]
     }
 
@@ -242,14 +244,12 @@ impl<'a> Ring<'a> {
         Err(Error::corrupt(format_args!("publish ring never settles")))
     }
 
-    /// The filled slot at the head, if any (only tickets below `end` when
-    /// given). Helps `head` past slots already emptied.
     /// [`peek`](Self::peek)'s first look alone, small enough to inline:
     /// the filled slot at `head` if that is what it finds; `None` for
     /// anything else (empty, `head` lagging or stale, a broken slot), which
     /// `peek` then sorts out. Changes nothing.
     #[inline(always)]
-    pub fn peek_first(&self) -> Option<Peeked> {
+    pub fn peek_first(&self) -> Option<Peeked<'a>> {
         let h = self.head.load(Ordering::Acquire);
         // Acquire pairs with the publisher's slot CAS (O1), as in `peek`.
         let slot = self.slot(h);
@@ -265,21 +265,25 @@ impl<'a> Ring<'a> {
                     seg,
                     epoch: epoch_of(word),
                     word,
+                    slot,
                 })
             }
             _ => None,
         }
     }
 
+    /// The filled slot at the head, if any (only tickets below `end` when
+    /// given). Helps `head` past slots already emptied.
     #[inline(always)]
-    pub fn peek(&self, end: Option<u64>) -> Result<Option<Peeked>> {
+    pub fn peek(&self, end: Option<u64>) -> Result<Option<Peeked<'a>>> {
         let mut h = self.head.load(Ordering::Acquire);
         for _ in 0..RETRY_BUDGET {
             if end.is_some_and(|e| e.wrapping_sub(h) as i64 <= 0) {
                 return Ok(None);
             }
             // Acquire pairs with the publisher's slot CAS (O1).
-            let word = self.slot(h).load(Ordering::Acquire);
+            let slot = self.slot(h);
+            let word = slot.load(Ordering::Acquire);
             match (lap(word, h), seg_of(word)) {
                 (0, None) => return Ok(None),
                 (0, Some(_)) if !self.within_lap(self.head, h) => {
@@ -292,6 +296,7 @@ impl<'a> Ring<'a> {
                         seg,
                         epoch: epoch_of(word),
                         word,
+                        slot,
                     }));
                 }
                 (d, _) if d > 0 => h = self.advance(self.head, h),
@@ -312,12 +317,12 @@ impl<'a> Ring<'a> {
     /// Empties the slot `p` came from (if nobody did yet) and moves `head`
     /// past it.
     #[inline]
-    pub fn consume(&self, p: &Peeked) {
+    pub fn consume(&self, p: &Peeked<'a>) {
         let cap = self.slots.len() as u64;
         // AcqRel: Release hands our take to the next lap's publisher (section
         // 4's chain) and to a consumer that helps `head` past it (O6).
         // Failure: another consumer emptied it first, which is as good.
-        let _ = self.slot(p.ticket).compare_exchange(
+        let _ = p.slot.compare_exchange(
             p.word,
             empty(p.ticket.wrapping_add(cap)),
             Ordering::AcqRel,

@@ -5,7 +5,7 @@ use super::control::Control;
 use super::unit::Lease;
 use super::wait::{Budget, Side, Wait, notify};
 use crate::error::{Error, Result};
-use crate::layout::{EPOCH_MASK, Owner, epoch_of, pack, phase, phase_of};
+use crate::layout::{Owner, epoch_of, pack, phase, phase_of};
 use crate::sync::{Ordering, prefetch_write};
 use std::time::Instant;
 
@@ -115,7 +115,6 @@ impl Control<'_> {
         d.generation.store(generation, Ordering::Relaxed);
         Some(Lease {
             seg,
-            epoch: epoch & EPOCH_MASK,
             generation,
             owner: me,
             state: writing,
@@ -147,7 +146,7 @@ impl Control<'_> {
         self.check_alive(lease.owner)?;
         // Relaxed: published by the Release of the slot CAS in `Ring::push`.
         d.len.store(len as u64, Ordering::Relaxed);
-        let (ticket, flagged) = match self.ring.push(lease.seg, lease.epoch) {
+        let (ticket, flagged) = match self.ring.push(lease.seg, lease.epoch()) {
             Ok(pushed) => pushed,
             // A corrupt ring: nothing was published, the segment is ours.
             Err(e) => return Err(self.refuse(lease, e)),

@@ -2,36 +2,37 @@
 //! ([`Lease`]), what a consumer holds while it reads ([`Taken`]), and the
 //! name both share ([`UnitId`]).
 
-use crate::layout::{EPOCH_MASK, Owner, pack, phase};
+use crate::layout::{EPOCH_MASK, Owner, epoch_of};
 
-/// Ownership of a segment being written: what `begin` hands out.
+/// Ownership of a segment being written: what `begin` hands out. Three
+/// words (a writer moves it with every unit): the epoch lives in `state`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Lease {
     /// Segment index (< count).
     pub seg: usize,
-    /// Epoch of this claim.
-    pub epoch: u64,
     /// Generation the claim belongs to.
     pub generation: u32,
     /// Who claimed it.
     pub owner: Owner,
-    /// The descriptor's state word this claim set (WRITING, `owner`,
-    /// `epoch`), kept so a commit or abort compares it without packing.
+    /// The descriptor's state word this claim set: WRITING, `owner`, and
+    /// the claim's epoch.
     pub(super) state: u64,
 }
 
 impl Lease {
+    /// Epoch of this claim.
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        epoch_of(self.state) & EPOCH_MASK
+    }
+
     /// The name of the unit this lease writes.
     pub fn id(&self) -> UnitId {
-        UnitId::new(self.seg, self.epoch)
+        UnitId::new(self.seg, self.epoch())
     }
 
     #[inline]
     pub(super) fn state(&self) -> u64 {
-        debug_assert_eq!(
-            self.state,
-            pack(self.epoch, Some(self.owner), phase::WRITING)
-        );
         self.state
     }
 }

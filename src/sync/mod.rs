@@ -45,6 +45,6 @@ mod prefetch;
 
 pub(crate) use futex_word::{FutexWord, Wake};
 pub(crate) use imp::{AtomicU32, AtomicU64, Backoff, Mutex, Ordering};
+pub(crate) use prefetch::prefetch_write;
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use prefetch::prefetch_write_at;
-pub(crate) use prefetch::prefetch_write;

@@ -194,4 +194,70 @@ mod tests {
         assert!(ctl.try_take(me).unwrap().is_none());
         assert_eq!(ctl.ring_position(), (3, 3));
     }
+
+    /// Two units committed, their tickets 0 and 1.
+    fn two_units(block: &HeapControl, me: Owner) -> [usize; 2] {
+        let ctl = block.control();
+        [0, 1].map(|_| {
+            let lease = ctl.try_begin(me).unwrap().unwrap();
+            let seg = lease.seg;
+            ctl.commit(lease, 8).unwrap();
+            seg
+        })
+    }
+
+    /// A take's first try (inlined into the endpoints) hands a unit of an
+    /// older generation back, as the loop does, and the loop goes on to
+    /// the next unit: nothing old is delivered, nothing is lost or leaked.
+    #[test]
+    fn a_take_hands_back_a_unit_from_before_a_reset_and_takes_the_next() {
+        let block = HeapControl::new(64, 4).unwrap();
+        let (ctl, me) = (block.control(), block.join());
+        let [old, _] = two_units(&block, me);
+        // What a producer that committed across a `reset` leaves behind.
+        block.descs[old]
+            .generation
+            .store(u32::MAX, Ordering::Relaxed);
+        let t = ctl.try_take(me).unwrap().expect("the second unit");
+        assert_eq!((t.ticket, t.generation), (1, 0));
+        let s = ctl.stats();
+        assert_eq!((s.free, s.held, s.reclaimed), (3, 1, 1), "{s:?}");
+        assert!(ctl.release(&t));
+        assert_eq!(ctl.stats().reclaimed, 2);
+    }
+
+    /// A take's first try finds a span no segment holds: the unit is
+    /// released and reported corrupt, and the next take gets the next one.
+    #[test]
+    fn a_take_releases_and_reports_a_unit_whose_span_overflows_its_segment() {
+        let block = HeapControl::new(64, 4).unwrap();
+        let (ctl, me) = (block.control(), block.join());
+        let [bad, _] = two_units(&block, me);
+        block.descs[bad].len.store(65, Ordering::Relaxed);
+        let err = ctl.try_take(me).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ticket 0 claims 65 bytes in a 64-byte segment"),
+            "{err}"
+        );
+        assert_eq!(ctl.stats().free, 3, "the bad unit's segment is back");
+        assert_eq!(ctl.try_take(me).unwrap().expect("the next unit").ticket, 1);
+    }
+
+    /// A claim's first try sets a free bit whose descriptor turns out owned
+    /// (the index lagging it): the bit stays set, as is right for an owned
+    /// segment, and the claim goes on to the next free segment.
+    #[test]
+    fn a_claim_steps_over_a_segment_the_index_shows_free_but_is_owned() {
+        let block = HeapControl::new(64, 4).unwrap();
+        let (ctl, me) = (block.control(), block.join());
+        let stranger = Owner::new(MAX_PARTICIPANTS - 1, 7);
+        block.descs[0]
+            .state
+            .store(pack(1, Some(stranger), phase::WRITING), Ordering::Relaxed);
+        let lease = ctl.try_begin(me).unwrap().expect("a free segment");
+        assert_eq!(lease.seg, 1);
+        let index = crate::bitmap::Bitmap::new(&block.bitmap, 4);
+        assert!(index.is_owned(0) && index.is_owned(1));
+    }
 }

@@ -290,6 +290,33 @@ fn clones_and_views_keep_the_segment_until_the_last_one_drops() {
     assert!(w.begin_unit().is_ok());
 }
 
+/// The only view of a unit gives its segment back without touching the
+/// count (a load, not a decrement), which leaves the count behind: the next
+/// take of that segment must count afresh, whichever way the round before
+/// ended.
+#[test]
+fn a_segment_taken_again_counts_its_views_afresh_however_the_last_round_ended() {
+    let p = pool(64, 1, Duration::ZERO);
+    let (w, r) = (p.open_writer(), p.open_reader());
+    for round in 0..6u8 {
+        publish(&w, &[round]);
+        let u = r.recv().unwrap();
+        if round % 2 == 1 {
+            let clone = u.clone();
+            drop(u);
+            assert!(
+                matches!(w.try_begin_unit(), Ok(None)),
+                "round {round}: the clone still holds the segment"
+            );
+            assert_eq!(clone[0], round);
+            drop(clone);
+        } else {
+            drop(u);
+        }
+        assert_eq!(p.reclaimed(), u64::from(round) + 1, "round {round}");
+    }
+}
+
 #[test]
 fn a_view_outlives_close_and_still_reads_the_right_bytes() {
     let p = pool(1 << 12, 2, Duration::ZERO);

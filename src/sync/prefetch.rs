@@ -31,3 +31,18 @@ pub(crate) fn prefetch_write_at(word: *const u8) {
     #[cfg(any(not(target_arch = "x86_64"), loom))]
     let _ = word;
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_touches_no_memory_whatever_the_address() {
+        prefetch_write_at(std::ptr::null());
+        prefetch_write_at(std::ptr::dangling::<u8>());
+        prefetch_write_at(std::ptr::without_provenance(usize::MAX));
+        let word = 7u64;
+        prefetch_write(&word);
+        assert_eq!(word, 7);
+    }
+}

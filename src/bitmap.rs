@@ -64,7 +64,6 @@ fn locate(seg: usize) -> (usize, u64) {
 
 /// [`locate`] past the first word, kept out of line so that the division
 /// is never worked out ahead for the first word's segments.
-#[cold]
 #[inline(never)]
 fn locate_beyond(seg: usize) -> (usize, u64) {
     const BITS: u32 = BITS_PER_WORD as u32;
@@ -119,8 +118,6 @@ impl<'a> Bitmap<'a> {
         let mut budget = CAS_BUDGET;
         for (i, w) in self.words.iter().enumerate() {
             let padding = self.padding(i);
-            // The CAS below writes the word: fetch it ready for that.
-            prefetch_write(w);
             // Relaxed: a stale value only costs a failed CAS.
             let mut cur = w.load(Ordering::Relaxed);
             loop {
@@ -146,6 +143,17 @@ impl<'a> Bitmap<'a> {
             }
         }
         None
+    }
+
+    /// Fetches the first word ready to be written, for a claim about to
+    /// scan it (a cache hint, see `crate::sync::prefetch_write`). Only a
+    /// claim's first try asks: a producer polling a full pool must not
+    /// take the line from the releasing consumer on every poll.
+    #[inline]
+    pub fn prefetch_claim(&self) {
+        if let Some(w) = self.words.first() {
+            prefetch_write(w);
+        }
     }
 
     /// Clears `seg`'s bit and the word's waiter flag. Returns whether the

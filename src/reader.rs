@@ -290,10 +290,14 @@ impl Reader {
     #[inline(always)]
     fn unit(&self, taken: Taken) -> Unit {
         // The first view: a plain store, not an increment. The segment was
-        // free and is HELD by this take now, so no view of it is alive in
-        // this process; the last one's accesses to the count (a load or a
-        // decrement, then the release) happen-before this store through the
-        // protocol (its release, the next claim, commit, and our take).
+        // free and is HELD by this take now, so with peers that keep the
+        // protocol no view of it is alive in this process: the last one's
+        // accesses to the count (a load or a decrement, then the release)
+        // happen-before this store through the protocol (its release, the
+        // next claim, commit, and our take). A peer that breaks it (re-
+        // publishing a segment we hold) can make this count skip views of
+        // the old unit; `Drop` then never decrements below zero, so the
+        // cost is the garbled payload such a peer can cause anyway.
         // Relaxed: nothing else is published by the count itself.
         self.region.holders(taken.seg).store(1, Ordering::Relaxed);
         Unit {
@@ -390,7 +394,11 @@ impl Drop for Unit {
         }
         // Release/Acquire as in `Arc::drop`: every clone's reads of the
         // bytes happen-before the release that lets a writer reuse them.
-        if holders.fetch_sub(1, Ordering::Release) == 1 {
+        // Never below zero (see `Reader::unit`): a count a broken peer made
+        // skip views releases nothing more, and cannot wrap into the
+        // overflow abort of `hold`.
+        let was = holders.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+        if was == Ok(1) {
             std::sync::atomic::fence(Ordering::Acquire);
             self.region.control().release(&self.taken);
         }

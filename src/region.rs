@@ -350,7 +350,9 @@ impl Region {
         self.mapping.base()
     }
 
-    /// The process-local count of units holding `seg` (< count).
+    /// The process-local count of views holding `seg` (< count) while it
+    /// is held; a segment given back by its only view keeps a stale 1,
+    /// which the next take overwrites (see `Reader::unit`).
     #[inline]
     pub(crate) fn holders(&self, seg: usize) -> &std::sync::atomic::AtomicU32 {
         &self.holders[seg]

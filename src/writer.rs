@@ -81,12 +81,15 @@ impl Writer {
     pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
         // The common case inline (a free segment: no deadline to compute,
         // no clock read), the rest out of line.
-        if self.region.acting()
-            && let Some(lease) = self.region.control().claim_first(self.region.me())
-        {
-            return Ok(self.unit_writer(lease));
-        }
-        let lease = self.begin_again(timeout)?;
+        let first = if self.region.acting() {
+            self.region.control().claim_first(self.region.me())
+        } else {
+            None
+        };
+        let lease = match first {
+            Some(lease) => lease,
+            None => self.begin_again(timeout)?,
+        };
         Ok(self.unit_writer(lease))
     }
 

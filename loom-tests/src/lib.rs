@@ -125,16 +125,25 @@ impl Pool {
     }
 
     /// `begin_unit` (waiting forever) + `write_binary` + `commit_unit`;
-    /// returns the ticket.
+    /// returns the ticket. As the endpoint does, a try first (the
+    /// protocol's first try, then its loop), then the wait.
     pub fn produce(&self, me: Owner, v: u64) -> Result<u64, Error> {
-        let lease = self.ctl().begin(me, &Wait::timeout(None))?;
+        let lease = match self.ctl().try_begin(me)? {
+            Some(lease) => lease,
+            None => self.ctl().begin(me, &Wait::timeout(None))?,
+        };
         self.write(&lease, v);
         self.ctl().commit(lease, UNIT_LEN)
     }
 
-    /// `recv` + read + drop of the unit: returns (ticket, payload).
+    /// `recv` + read + drop of the unit: returns (ticket, payload). As the
+    /// endpoint does, a try first (the first try, then the loop), then the
+    /// wait.
     pub fn consume(&self, me: Owner) -> Result<(u64, u64), Error> {
-        let t = self.ctl().take(me, &Wait::timeout(None))?;
+        let t = match self.ctl().try_take(me)? {
+            Some(t) => t,
+            None => self.ctl().take(me, &Wait::timeout(None))?,
+        };
         let v = self.read(&t);
         assert!(self.ctl().release(&t), "first release of a unit");
         Ok((t.ticket, v))

@@ -40,6 +40,8 @@ impl Control<'_> {
         if self.is_shutdown() {
             return None;
         }
+        // The bitmap CAS writes the word a consumer's release wrote last.
+        self.bitmap.prefetch_claim();
         let seg = self.bitmap.try_claim()?;
         self.start_writing(seg, me, generation)
     }

@@ -126,7 +126,7 @@ impl Control<'_> {
             // Stale: its claim was taken by another consumer that has not
             // emptied the slot yet, or left by a consumer that died there.
             self.ring.consume(&p);
-            // `2 * count + 1` rounds, as on the first take's path.
+            // `2 * count + 1` rounds in all.
             rounds += 1;
             if rounds > 2 * self.count() {
                 return Err(Error::corrupt(format_args!(

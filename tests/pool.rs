@@ -317,6 +317,32 @@ fn a_segment_taken_again_counts_its_views_afresh_however_the_last_round_ended() 
     }
 }
 
+/// The last two views of a unit dropped on two threads at once: exactly
+/// one of them gives the segment back, every round (none would leave the
+/// one-segment pool exhausted; a second release would count nothing).
+#[test]
+fn the_last_two_views_dropped_at_once_give_the_segment_back_exactly_once() {
+    let p = pool(64, 1, Duration::ZERO);
+    let (w, r) = (p.open_writer(), p.open_reader());
+    for round in 0..2000u64 {
+        publish(&w, b"x");
+        let u = r.recv().unwrap();
+        let clone = u.clone();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let other = std::thread::spawn({
+            let start = start.clone();
+            move || {
+                start.wait();
+                drop(clone);
+            }
+        });
+        start.wait();
+        drop(u);
+        other.join().unwrap();
+        assert_eq!(p.reclaimed(), round + 1, "round {round}");
+    }
+}
+
 #[test]
 fn a_view_outlives_close_and_still_reads_the_right_bytes() {
     let p = pool(1 << 12, 2, Duration::ZERO);

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 import sys
 
 import pytest
@@ -116,3 +117,13 @@ def require_torch():
 
         return torch
     return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt for the test, whatever the suite
+    inherited: a suite started as a background job of a non-interactive
+    shell inherits SIGINT ignored, and Python then installs no handler."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

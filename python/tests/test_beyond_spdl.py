@@ -160,7 +160,7 @@ def test_stats_counts_segments_per_phase(make_pool):
     del view
 
 
-def test_ctrl_c_interrupts_a_blocked_begin_unit_within_100ms(make_pool):
+def test_ctrl_c_interrupts_a_blocked_begin_unit_within_100ms(make_pool, ctrl_c):
     pool = make_pool(count=1, acquire_timeout=30)
     writer = pool.open_writer()
     put(writer, b"fills the pool")

@@ -203,7 +203,7 @@ def test_loan_outside_a_worker_raises():
         segpool.loan_array(10)
 
 
-def test_reader_recv_blocks_and_answers_ctrl_c(make_pool):
+def test_reader_recv_blocks_and_answers_ctrl_c(make_pool, ctrl_c):
     pool = make_pool()
     r = pool.open_reader()
     t = time.monotonic()

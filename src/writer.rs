@@ -81,16 +81,23 @@ impl Writer {
     pub fn begin_unit_timeout(&self, timeout: Duration) -> Result<UnitWriter> {
         // The common case inline (a free segment: no deadline to compute,
         // no clock read), the rest out of line.
-        let first = if self.region.acting() {
-            self.region.control().claim_first(self.region.me())
-        } else {
-            None
-        };
-        let lease = match first {
+        let lease = match self.claim_first() {
             Some(lease) => lease,
             None => self.begin_again(timeout)?,
         };
         Ok(self.unit_writer(lease))
+    }
+
+    /// The first try of every claim, inlined into it (the protocol's common
+    /// case of a claim, which `try_begin` also starts with), where this
+    /// writer may act (see [`Region::acting`]). `None`: the claim's whole
+    /// way, out of line.
+    #[inline(always)]
+    fn claim_first(&self) -> Option<Lease> {
+        if !self.region.acting() {
+            return None;
+        }
+        self.region.control().claim_first(self.region.me())
     }
 
     #[inline(always)]
